@@ -1,0 +1,10 @@
+"""fluidllm: what load an LLM inference setup can sustain, and whether a scheduler reaches it.
+
+Public API (see README): ``load_model``, ``capacity``, the model classes, ``ModelError``.
+"""
+from .errors import ModelError
+from .model import *  # noqa: F401,F403
+from .model import __all__ as _model_all
+
+__version__ = "0.1.0"
+__all__ = ["ModelError", "__version__", *_model_all]

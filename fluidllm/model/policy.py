@@ -1,0 +1,98 @@
+"""Scheduling-policy specifications: a policy's name and its flags, validated.
+
+The rules themselves live in :mod:`fluidllm.policies`; a model only names one. Conventions the
+literature disagrees on are flags, never hidden choices (see ``../shared/design.md``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ModelError, integer, require
+
+__all__ = ["PolicySpec", "POLICIES", "policy_from_toml"]
+
+#: name -> (work_conserving, {flag: (type, default, description)})
+_SPLIT = ("bool", False, "split a prompt longer than the token budget into budget-sized pieces "
+          "(default: whole prompts only; a prompt that can never fit makes capacity zero)")
+_CHUNK = ("int?", None, "largest prefill chunk per request per batch (tokens); default: the budget")
+POLICIES: dict[str, tuple[bool, dict[str, tuple[str, Any, str]]]] = {
+    "fastertransformer": (False, {"split_long_prompts": _SPLIT}),
+    "fastertransformer-static": (False, {"split_long_prompts": _SPLIT}),
+    "vllm": (False, {"split_long_prompts": _SPLIT}),
+    "orca": (True, {"chunk_size": _CHUNK}),
+    "sarathi": (True, {"chunk_size": _CHUNK}),
+    "kfcfs": (True, {}),
+    "vllm-v1": (True, {"chunk_size": _CHUNK,
+                       "preemption": ("str", "recompute", "what a request preempted for KV memory loses: recompute")}),
+    "priority": (True, {"inner": ("str", "kfcfs", "the rule applied class by class"),
+                        "order": ("list", [], "class names, highest priority first")}),
+    "wait": (False, {"thresholds": ("list", [], "per-class admission thresholds (Ao et al. 2025)")}),
+    "nested-wait": (False, {"thresholds": ("list", [], "nested admission thresholds (Ao et al. 2025)")}),
+    "python": (False, {"target": ("str", None, "path/to/file.py:Class or module:Class")}),
+}
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """A policy name plus its flags (validated against :data:`POLICIES`)."""
+
+    name: str = "sarathi"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.name, str) and self.name in POLICIES, "policy", self.name,
+                f"must be one of {sorted(POLICIES)}")
+        flags = POLICIES[self.name][1]
+        opts = dict(self.options)
+        for k, v in opts.items():
+            if k not in flags:
+                raise ModelError(f"policy.{k}", v, f"is not a flag of {self.name}; allowed: {sorted(flags) or 'none'}")
+            typ = flags[k][0]
+            if typ == "bool":
+                require(isinstance(v, bool), f"policy.{k}", v, "must be true or false")
+            elif typ == "int?":
+                if v is not None:
+                    opts[k] = integer(v, f"policy.{k}", minimum=1)
+            elif typ == "str":
+                require(isinstance(v, str), f"policy.{k}", v, "must be a string")
+            elif typ == "list":
+                require(isinstance(v, list | tuple), f"policy.{k}", v, "must be a list")
+                opts[k] = list(v)
+        if self.name == "priority":
+            inner = opts.get("inner", "kfcfs")
+            require(inner in POLICIES and inner not in ("priority", "python"), "policy.inner", inner,
+                    "must name a built-in policy other than priority")
+        if self.name == "python":
+            require(isinstance(opts.get("target"), str) and ":" in opts["target"], "policy.target",
+                    opts.get("target"), "must be 'path/to/file.py:ClassName' or 'module:ClassName'")
+        object.__setattr__(self, "options", opts)
+
+    @property
+    def work_conserving(self) -> bool:
+        """Whether the rule is work-conserving in the paper's sense (eqs. 8–9)."""
+        return POLICIES[self.name][0]
+
+    def flag(self, key: str) -> Any:
+        """The flag's value, or its documented default."""
+        return self.options.get(key, POLICIES[self.name][1][key][1])
+
+    def to_toml(self) -> str | dict[str, Any]:
+        return self.name if not self.options else {"kind": self.name, **self.options}
+
+
+def policy_from_toml(value: Any, where: str) -> PolicySpec:
+    """Read ``policy = "name"`` or ``policy = { kind = "name", flag = ... }``."""
+    if isinstance(value, str):
+        return PolicySpec(value)
+    if isinstance(value, dict):
+        d = dict(value)
+        name = d.pop("kind", None)
+        if name is None:
+            raise ModelError(f"{where}.kind", None, f"must name the policy, one of {sorted(POLICIES)}")
+        try:
+            return PolicySpec(name, d)
+        except ModelError as e:
+            raise ModelError(f"{where}.{e.field.removeprefix('policy.').removeprefix('policy')}".rstrip("."),
+                             e.value, e.allowed) from None
+    raise ModelError(where, value, "must be a policy name or a table { kind = NAME, ... }")
