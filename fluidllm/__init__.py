@@ -8,3 +8,6 @@ from .model import __all__ as _model_all
 
 __version__ = "0.1.0"
 __all__ = ["ModelError", "__version__", *_model_all]
+from .capacity import Capacity, capacity, token_region  # noqa: E402
+
+__all__ += ["Capacity", "capacity", "token_region"]

@@ -95,6 +95,12 @@ class DeterministicArrival(Arrival):
 _RENEWAL = ("gamma", "lognormal", "weibull")
 
 
+def _weibull_scv(k: float) -> float:
+    from scipy.special import gammaln
+
+    return math.exp(gammaln(1 + 2 / k) - 2 * gammaln(1 + 1 / k)) - 1
+
+
 @dataclass(frozen=True)
 class RenewalArrival(Arrival):
     """Renewal arrivals: i.i.d. gaps with mean 1000/rate ms and squared coefficient of variation ``scv``.
@@ -111,6 +117,9 @@ class RenewalArrival(Arrival):
         object.__setattr__(self, "rate", finite_number(self.rate, "rate_per_s", minimum=0))
         object.__setattr__(self, "scv", finite_number(self.scv, "scv", minimum=0, strict=True))
         require(self.distribution in _RENEWAL, "distribution", self.distribution, f"must be one of {list(_RENEWAL)}")
+        if self.distribution == "weibull":  # the shape is solved in [0.05, 500] by gaps_ms
+            lo, hi = _weibull_scv(500.0), _weibull_scv(0.05)
+            require(lo <= self.scv <= hi, "scv", self.scv, f"a weibull scv must lie in [{lo:.3g}, {hi:.3g}]")
 
     rate_per_s = property(lambda self: self.rate)
 
@@ -131,10 +140,7 @@ class RenewalArrival(Arrival):
         from scipy.optimize import brentq
         from scipy.special import gammaln
 
-        def scv_of(k: float) -> float:
-            return math.exp(gammaln(1 + 2 / k) - 2 * gammaln(1 + 1 / k)) - 1
-
-        k = brentq(lambda k: scv_of(k) - self.scv, 0.05, 500.0)
+        k = brentq(lambda k: _weibull_scv(k) - self.scv, 0.05, 500.0)
         lam = m / math.exp(gammaln(1 + 1 / k))
         return lam * rng.weibull(k, size)
 

@@ -200,7 +200,7 @@ def arrival_from_toml(value: Any, where: str, base: Path) -> A.Arrival:
             _keys(d, where, {"rate_per_s", "scv", "distribution"}, {"rate_per_s"})
             return A.RenewalArrival(d["rate_per_s"], d.get("scv", 1.0), d.get("distribution", "gamma"))
         if kind == "trace":
-            _keys(d, where, {"file", "dataset", "format", "speedup"})
+            _keys(d, where, {"file", "dataset", "format", "speedup", "times_ms"})
             if "times_ms" in d:
                 return A.TraceArrival(np.asarray(d["times_ms"]), d.get("speedup", 1.0))
             tr = _trace(d, where, base)

@@ -66,6 +66,7 @@ class PolicySpec:
         if self.name == "python":
             require(isinstance(opts.get("target"), str) and ":" in opts["target"], "policy.target",
                     opts.get("target"), "must be 'path/to/file.py:ClassName' or 'module:ClassName'")
+        opts = {k: v for k, v in opts.items() if v is not None}  # None = the flag's default; TOML has no null
         object.__setattr__(self, "options", opts)
 
     @property
@@ -84,7 +85,7 @@ class PolicySpec:
 def policy_from_toml(value: Any, where: str) -> PolicySpec:
     """Read ``policy = "name"`` or ``policy = { kind = "name", flag = ... }``."""
     if isinstance(value, str):
-        return PolicySpec(value)
+        value = {"kind": value}  # same path as a table, so errors name the engine's policy field
     if isinstance(value, dict):
         d = dict(value)
         name = d.pop("kind", None)

@@ -1,0 +1,118 @@
+"""Capacity (stability) regions: closed forms, sympy conditions, the configuration LP.
+
+``capacity(model)`` answers "what load can this setup sustain": for each engine μ* (tokens/s) with
+its maximising batch size, the largest factor ``max_scale`` by which the current arrival rates can
+grow and stay inside the fluid stability region (configuration LP with token budget, k_max and KV
+memory), the binding limit, dual values, and the closed form where the batch time has one.
+"""
+from __future__ import annotations
+
+import math
+
+from ..errors import ModelError
+from ..model.engine import Engine
+from ..model.model import Model
+from ..model.workload import Workload
+from .configlp import ConfigLP, Demand, extreme_configurations, solve_config_lp
+from .rate import TokenRate, max_token_rate, max_token_rate_mixed, token_rate_curve
+from .region import TokenRegion, token_region
+from .result import Capacity, EngineCapacity, WorkloadCapacity
+from .symbolic import SymbolicCapacity, symbolic_capacity, symbolic_max_token_rate
+
+__all__ = ["capacity", "engine_capacity", "demand_of", "Capacity", "EngineCapacity", "WorkloadCapacity",
+           "ConfigLP", "Demand", "solve_config_lp", "extreme_configurations", "TokenRate", "max_token_rate",
+           "token_rate_curve", "TokenRegion", "token_region", "SymbolicCapacity", "symbolic_capacity",
+           "symbolic_max_token_rate"]
+
+_PARAMETRIC = ("constant", "affine", "piecewise-linear", "staircase")
+
+
+def demand_of(workloads: list[Workload], *, per_request: bool = False, kv: bool = True) -> Demand:
+    """The LP demand of ``workloads`` at their current rates (or at 1 request/s each if
+    ``per_request``): prefill and decode tokens/ms, requests/ms, KV token-batches/ms, mean
+    decode KV context κ (tokens)."""
+    lp = ld = lr = lg = ctx = 0.0
+    for w in workloads:
+        lam = (1.0 if per_request else w.arrival.rate_per_s) / 1000.0
+        L = w.lengths
+        lp += lam * L.mean_prefill
+        ld += lam * L.mean_decode
+        lr += lam
+        if kv:
+            lg += lam * L.mean_kv_token_batches
+        ctx += lam * L.mean_decode * L.mean_decode_context
+    return Demand(lp, ld, lr, lg, ctx / ld if ld > 0 else 0.0)
+
+
+def _binding(engine: Engine, lp: ConfigLP, rate: TokenRate) -> tuple[str, tuple[str, ...]]:
+    found = []
+    sup = lp.support()
+    if engine.kv_capacity_tokens is not None and lp.duals.get("kv_memory", 0.0) > 1e-9:
+        found.append("kv_memory")
+    K = engine.max_batch_requests
+    if K is not None and any(c["decode_tokens"] + (c["prefill_tokens"] > 0) >= K for c in sup):
+        found.append("batch_requests")
+    if any(c["prefill_tokens"] + c["decode_tokens"] == engine.token_budget for c in sup):
+        found.append("token_budget")
+    if not found:
+        found.append("batch_time")
+    return found[0], tuple(found)
+
+
+def engine_capacity(engine: Engine, workloads: list[Workload], *, solver: str | None = None) -> EngineCapacity:
+    """Capacity of one engine for the given workloads (see :func:`capacity`).
+
+    Raises:
+        ModelError: LP solver failure.
+    """
+    dem = demand_of(workloads, kv=engine.kv_capacity_tokens is not None)
+    if engine.batch_time.tokens_only:
+        rate = max_token_rate(engine.batch_time, engine.token_budget)
+    else:
+        rate = max_token_rate_mixed(engine, dem.decode_context)
+    lp = solve_config_lp(engine, dem, solver=solver)
+    binding, allb = _binding(engine, lp, rate) if lp.fractions.size else ("none", ())
+    sym = None
+    if engine.batch_time.kind in _PARAMETRIC:
+        sym = symbolic_capacity(engine, workloads)
+    return EngineCapacity(
+        name=engine.name, token_budget=engine.token_budget, max_batch_requests=engine.max_batch_requests,
+        kv_capacity_tokens=engine.kv_capacity_tokens, policy=engine.policy.name,
+        work_conserving=engine.policy.work_conserving, max_token_rate_per_s=rate.tokens_per_s,
+        argmax_batch_tokens=rate.argmax_tokens, argmax_batch_ms=rate.batch_ms,
+        offered_tokens_per_s=dem.tokens_per_ms * 1000.0, max_scale=lp.max_scale, binding=binding,
+        binding_all=allb, duals=lp.duals, support=tuple(lp.support()), symbolic=sym, lp=lp)
+
+
+def capacity(model: Model, *, solver: str | None = None) -> Capacity:
+    """Capacity of every engine of ``model`` and the largest common scale of all arrival rates.
+
+    ``max_scale`` = min over engines of the configuration-LP scale (``inf`` with no load);
+    each workload's ``max_rate_per_s`` is its rate times its engine's scale (for a zero-rate
+    workload: the largest rate it can add with the others at their current rates).
+
+    Raises:
+        ModelError: LP solver failure (status and messages named).
+    """
+    engines: dict[str, EngineCapacity] = {}
+    for name, e in model.engines.items():
+        engines[name] = engine_capacity(e, model.workloads_on(name), solver=solver)
+    scale, bottleneck = math.inf, None
+    for name, ec in engines.items():
+        if ec.max_scale < scale:
+            scale, bottleneck = ec.max_scale, name
+    workloads: dict[str, WorkloadCapacity] = {}
+    for name, w in model.workloads.items():
+        ec = engines[w.engine]  # type: ignore[index]
+        if w.rate_per_s > 0:
+            mr: float | None = w.rate_per_s * ec.max_scale
+        else:
+            e = model.engines[w.engine]  # type: ignore[index]
+            kv = e.kv_capacity_tokens is not None
+            others = [o for o in model.workloads_on(e.name) if o.name != name]
+            lp = solve_config_lp(e, demand_of([w], per_request=True, kv=kv), solver=solver,
+                                 base=demand_of(others, kv=kv))
+            mr = lp.max_scale if lp.max_scale >= 0 else None
+        workloads[name] = WorkloadCapacity(name, w.engine, w.rate_per_s, mr,  # type: ignore[arg-type]
+                                           w.lengths.mean_prefill, w.lengths.mean_decode)
+    return Capacity(scale, bottleneck, engines, workloads)

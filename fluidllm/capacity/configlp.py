@@ -1,0 +1,219 @@
+"""The configuration LP of one engine (fluid static-planning problem), built with cvxpy.
+
+A batch configuration c = (p, d, q): p prefill tokens taken from q requests and d decode tokens
+(d requests, one token each), n = p + d ≤ b_max, batch time t_c = t(p, d, d·κ) with κ the mean
+KV context of a decode token. With k_max: d + q ≤ k_max, and q ≥ 1 when p > 0. The engine spends
+a fraction x_c of time in configuration c. A demand (per unit of scale s) of λ_p prefill tokens,
+λ_d decode tokens, λ_r requests and λ_g KV token-batches per ms is sustainable at scale s when
+
+    Σ_c x_c p_c / t_c ≥ s λ_p                  (prefill_tokens)
+    Σ_c x_c d_c / t_c ≥ s λ_d                  (decode_tokens)
+    Σ_c x_c q_c / t_c ≥ s λ_r                  (prefill_requests: each request needs ≥ 1 prefill slot)
+    M · Σ_c x_c / t_c ≥ s λ_g                  (kv_memory: occupancy summed over batches ≤ M per batch)
+    Σ_c x_c ≤ 1,  x ≥ 0                        (time)
+
+and the LP maximises s. s* > 1 means the current rates lie strictly inside the fluid region
+(Li, Dai, Peng arXiv 2504.07347 Thm 2 and §6 Thm 10 for k_max; the memory row is the linear form
+of Nie, Si, Zhou arXiv 2605.04595 and Ao et al. arXiv 2504.11320). It is an outer bound: the memory
+row uses each request's shortest life, and chunking at batch boundaries is assumed free.
+
+Columns: for a token-count batch time the value of a column is linear in p along each n, so only
+the extreme splits are enumerated (≤ 3 per n). For the two-feature model the LP is solved by
+column generation with exact pricing over every (p, d) with p + d ≤ b_max, so it is exact too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelError
+from ..model.engine import Engine
+
+__all__ = ["Demand", "ConfigLP", "solve_config_lp", "extreme_configurations"]
+
+_TOL = 1e-9
+
+
+@dataclass(frozen=True)
+class Demand:
+    """Demand per unit of scale: tokens/ms, requests/ms, KV token-batches/ms; κ in tokens."""
+
+    prefill_tokens_per_ms: float
+    decode_tokens_per_ms: float
+    requests_per_ms: float
+    kv_token_batches_per_ms: float = 0.0
+    decode_context: float = 0.0
+
+    @property
+    def tokens_per_ms(self) -> float:
+        return self.prefill_tokens_per_ms + self.decode_tokens_per_ms
+
+    @property
+    def is_zero(self) -> bool:
+        return self.tokens_per_ms == 0 and self.requests_per_ms == 0
+
+
+@dataclass(frozen=True, eq=False)
+class ConfigLP:
+    """Solution of the configuration LP.
+
+    Attributes:
+        max_scale: s*; ``inf`` for zero demand.
+        status: cvxpy status string ("optimal", or the failure).
+        solver: the solver used.
+        configurations: (C, 3) int array of (p, d, q) columns in the final LP.
+        batch_ms: (C,) batch times of the columns.
+        fractions: (C,) optimal time fractions x.
+        duals: dual value of each named constraint (shadow price on s).
+        columns_priced: configurations examined by pricing (column generation), else C.
+        problem: the cvxpy problem, for inspection or extension.
+    """
+
+    max_scale: float
+    status: str
+    solver: str
+    configurations: np.ndarray
+    batch_ms: np.ndarray
+    fractions: np.ndarray
+    duals: dict[str, float]
+    columns_priced: int
+    problem: Any = field(repr=False, default=None)
+
+    def support(self, tol: float = 1e-7) -> list[dict[str, float]]:
+        """Configurations used at the optimum: p, d, q, batch_ms and time fraction."""
+        out = []
+        for i in np.flatnonzero(self.fractions > tol):
+            p, d, q = (int(v) for v in self.configurations[i])
+            out.append({"prefill_tokens": p, "decode_tokens": d, "prefill_requests": q,
+                        "batch_ms": float(self.batch_ms[i]), "time_fraction": float(self.fractions[i])})
+        return sorted(out, key=lambda c: -c["time_fraction"])
+
+
+def _q_max(p: np.ndarray, d: np.ndarray, k_max: int | None) -> np.ndarray:
+    """Most prefill requests a (p, d) batch may hold (more slots cost nothing in the LP)."""
+    q = p.copy()
+    if k_max is not None:
+        q = np.minimum(q, k_max - d)
+    return np.where(p > 0, q, 0)
+
+
+def _feasible(p: np.ndarray, d: np.ndarray, k_max: int | None) -> np.ndarray:
+    ok = (p + d >= 1)
+    if k_max is not None:
+        ok &= np.where(p > 0, d + 1 <= k_max, d <= k_max)
+    return ok
+
+
+def extreme_configurations(engine: Engine) -> np.ndarray:
+    """The (p, d, q) columns that suffice for a token-count batch time: for each n ≤ b_max the
+    prefill-only split, the decode-only split (n ≤ k_max) and, with k_max, the split with
+    d = k_max − 1 decodes and one prefill request (vertex C of Theorem 10)."""
+    b, K = engine.token_budget, engine.max_batch_requests
+    n = np.arange(1, b + 1)
+    cols = [np.stack([n, 0 * n], 1)]
+    dec = n if K is None else n[n <= K]
+    cols.append(np.stack([0 * dec, dec], 1))
+    if K is not None and K >= 2:
+        m = n[n >= 2]
+        d = np.minimum(m - 1, K - 1)
+        cols.append(np.stack([m - d, d], 1))
+    pd = np.unique(np.concatenate(cols), axis=0)
+    pd = pd[_feasible(pd[:, 0], pd[:, 1], K)]
+    q = _q_max(pd[:, 0], pd[:, 1], K)
+    return np.column_stack([pd, q]).astype(np.int64)
+
+
+def _times(engine: Engine, cfg: np.ndarray, kappa: float) -> np.ndarray:
+    p, d = cfg[:, 0].astype(float), cfg[:, 1].astype(float)
+    return np.asarray(engine.batch_time.batch_ms(p, d, d * kappa), dtype=float)
+
+
+def _solve(engine: Engine, dem: Demand, cfg: np.ndarray, t: np.ndarray, solver: str | None,
+           base: Demand | None = None):
+    import cvxpy as cp
+
+    base = base or Demand(0.0, 0.0, 0.0, 0.0)
+
+    C = cfg.shape[0]
+    x = cp.Variable(C, nonneg=True, name="time_fraction")
+    s = cp.Variable(name="scale")
+    inv_t = 1.0 / t
+    rows = {
+        "prefill_tokens": (cfg[:, 0] * inv_t, base.prefill_tokens_per_ms, dem.prefill_tokens_per_ms),
+        "decode_tokens": (cfg[:, 1] * inv_t, base.decode_tokens_per_ms, dem.decode_tokens_per_ms),
+        "prefill_requests": (cfg[:, 2] * inv_t, base.requests_per_ms, dem.requests_per_ms),
+    }
+    if engine.kv_capacity_tokens is not None:
+        rows["kv_memory"] = (engine.kv_capacity_tokens * inv_t, base.kv_token_batches_per_ms,
+                             dem.kv_token_batches_per_ms)
+    cons = {name: (a @ x >= b0 + s * rhs) for name, (a, b0, rhs) in rows.items()}
+    cons["time"] = cp.sum(x) <= 1
+    prob = cp.Problem(cp.Maximize(s), list(cons.values()))
+    errors = []
+    for name in ([solver] if solver else ["HIGHS", "CLARABEL"]):
+        if name not in cp.installed_solvers():
+            errors.append(f"{name} not installed")
+            continue
+        try:
+            prob.solve(solver=name)
+        except cp.error.SolverError as e:  # pragma: no cover - reported, not hidden
+            errors.append(f"{name}: {e}")
+            continue
+        if prob.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
+            duals = {k: float(np.asarray(c.dual_value).item()) for k, c in cons.items()}
+            return prob, name, float(s.value), np.maximum(np.asarray(x.value, dtype=float), 0.0), duals
+        errors.append(f"{name}: status {prob.status}")
+    raise ModelError(f"engines.{engine.name}", "configuration LP", "solver failure: " + "; ".join(errors))
+
+
+def solve_config_lp(engine: Engine, demand: Demand, *, solver: str | None = None,
+                    max_rounds: int = 200, base: Demand | None = None) -> ConfigLP:
+    """Maximise the scale s of ``demand`` that ``engine`` sustains (see module docstring); with
+    ``base``, the demand is ``base + s·demand`` (``base`` fixed, e.g. the other classes' rates).
+
+    Raises:
+        ModelError: a solver failure (status and messages named), or column generation that does
+            not converge within ``max_rounds``.
+    """
+    K = engine.max_batch_requests
+    if demand.is_zero:
+        empty = np.zeros((0, 3), dtype=np.int64)
+        return ConfigLP(float("inf"), "zero demand", "none", empty, np.zeros(0), np.zeros(0), {}, 0)
+    if engine.batch_time.tokens_only:
+        cfg = extreme_configurations(engine)
+        t = _times(engine, cfg, demand.decode_context)
+        prob, name, s, x, duals = _solve(engine, demand, cfg, t, solver, base)
+        return ConfigLP(s, prob.status, name, cfg, t, x, duals, cfg.shape[0], prob)
+    # Column generation: start from the token-count extremes, then add the most improving
+    # configuration found by pricing every (p, d) exactly, until none has positive reduced cost.
+    b = engine.token_budget
+    cfg = extreme_configurations(engine)
+    priced = 0
+    for _ in range(max_rounds):
+        t = _times(engine, cfg, demand.decode_context)
+        prob, name, s, x, duals = _solve(engine, demand, cfg, t, solver, base)
+        best_val, best = 0.0, None
+        y0 = duals["time"]
+        for p0 in range(0, b + 1, 256):
+            p = np.arange(p0, min(p0 + 256, b + 1))[:, None]
+            d = np.arange(0, b + 1)[None, :]
+            P, D = np.broadcast_arrays(p, d)
+            ok = _feasible(P, D, K) & (P + D <= b)
+            if not ok.any():
+                continue
+            P, D = P[ok], D[ok]
+            Q = _q_max(P, D, K)
+            tt = np.asarray(engine.batch_time.batch_ms(P, D, D * demand.decode_context), dtype=float)
+            gain = (duals["prefill_tokens"] * P + duals["decode_tokens"] * D + duals["prefill_requests"] * Q
+                    + duals.get("kv_memory", 0.0) * (engine.kv_capacity_tokens or 0)) / tt - y0
+            priced += P.size
+            i = int(np.argmax(gain))
+            if gain[i] > best_val:
+                best_val, best = float(gain[i]), (int(P[i]), int(D[i]), int(Q[i]))
+        if best is None or best_val <= _TOL * max(1.0, abs(y0)):
+            return ConfigLP(s, prob.status, name, cfg, t, x, duals, priced, prob)
+        cfg = np.vstack([cfg, np.array(best, dtype=np.int64)[None, :]])
+    raise ModelError(f"engines.{engine.name}", "configuration LP",
+                     f"column generation did not converge in {max_rounds} rounds")
