@@ -1,0 +1,43 @@
+"""Executable checks of the theory: one module per claim (``check_*.py``).
+
+Each module defines ``CLAIM``, ``SOURCE`` (paper, section), ``METHOD`` (symbolic / LP / chain /
+fluid / simulation) and ``check() -> tuple[bool, str]`` (verdict and a one-line detail).
+``python -m proofs_checks`` runs them all, prints the table and exits 1 on any failure.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Outcome", "run_all"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: str
+    claim: str
+    source: str
+    method: str
+    ok: bool
+    detail: str
+    seconds: float
+
+
+def run_all(only: list[str] | None = None) -> list[Outcome]:
+    """Run every ``check_*`` module (or those named in ``only``); exceptions count as failures."""
+    out = []
+    for mod in sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])):
+        if not mod.startswith("check_") or (only and mod not in only):
+            continue
+        m = importlib.import_module(f"{__name__}.{mod}")
+        t0 = time.perf_counter()
+        try:
+            ok, detail = m.check()
+        except Exception as e:  # a crash is a failed check, shown with its cause
+            ok, detail = False, f"raised {type(e).__name__}: {e}\n{traceback.format_exc()}"
+        out.append(Outcome(mod, m.CLAIM, m.SOURCE, m.METHOD, bool(ok), detail, time.perf_counter() - t0))
+    return out
