@@ -18,7 +18,7 @@ from scipy.optimize import linprog
 
 import fluidllm as fl
 from fluidllm.capacity import demand_of
-from fluidllm.capacity.configlp import _feasible, _q_max
+from fluidllm.capacity.configlp import _feasible, _q_max, decode_cap
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
@@ -29,7 +29,7 @@ def peer_full_lp(engine, workloads) -> tuple[float, int]:
     dem = demand_of(workloads, kv=engine.kv_capacity_tokens is not None)
     b, K = engine.token_budget, engine.max_batch_requests
     P, D = np.meshgrid(np.arange(b + 1), np.arange(b + 1), indexing="ij")
-    ok = _feasible(P, D, K) & (P + D <= b)
+    ok = _feasible(P, D, K, decode_cap(engine, dem.decode_context)) & (P + D <= b)
     P, D = P[ok].astype(float), D[ok].astype(float)
     Q = _q_max(P, D, K).astype(float)
     t = np.asarray(engine.batch_time.batch_ms(P, D, D * dem.decode_context), dtype=float)

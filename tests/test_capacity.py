@@ -121,7 +121,8 @@ def _all_configs(e):
 
 @settings(max_examples=40, deadline=None)
 @given(bt=batch_times, b=st.integers(2, 40), k=st.one_of(st.none(), st.integers(1, 45)),
-       lp_=st.floats(0.0, 1.0), ld=st.floats(0.0, 1.0), lr=st.floats(0.0, 0.3))
+       lp_=st.one_of(st.just(0.0), st.floats(1e-3, 1.0)), ld=st.one_of(st.just(0.0), st.floats(1e-3, 1.0)),
+       lr=st.one_of(st.just(0.0), st.floats(1e-3, 0.3)))
 def test_lp_extremes_equal_full_enumeration(bt, b, k, lp_, ld, lr):
     """The extreme-column LP is the LP over every configuration (plain scipy reference)."""
     from scipy.optimize import linprog
@@ -176,6 +177,15 @@ def test_scaling_rates_scales_max_scale(f, b, k):
     assert np.allclose(np.sort(r2.vertices_per_s, 0), 2 * np.sort(r1.vertices_per_s, 0))
 
 
+@pytest.mark.parametrize("tiny", [1e-12, 1e-6, 1e3, 1e8])
+def test_demand_magnitude_does_not_matter(tiny):
+    e = engine(256, k=50, kv=60000)
+    dem = Demand(0.5, 0.7, 0.004, 300.0, decode_context=400.0)
+    ref = solve_config_lp(e, dem).max_scale
+    small = Demand(0.5 * tiny, 0.7 * tiny, 0.004 * tiny, 300.0 * tiny, decode_context=400.0)
+    assert solve_config_lp(e, small).max_scale == pytest.approx(ref / tiny, rel=1e-6)
+
+
 def test_multiclass_half_space():
     # several classes: sum_k lambda_k (m_p,k + m_d,k) < mu*
     ws = {"a": workload(2.0, 100, 50, "a"), "b": workload(3.0, 30, 300, "b")}
@@ -193,18 +203,37 @@ def test_zero_rate_workload_gets_the_room_left():
     assert c.workloads["b"].max_rate_per_s == pytest.approx((mu - 5 * 200) / 200, rel=1e-6)
 
 
-def test_kv_memory_binds_and_matches_closed_form():
-    # With plenty of token budget the memory row decides: lambda E[g] <= M * (batches per ms).
-    e = engine(512, kv=20000)
-    w = workload(1.0, 1000, 200, geometric=False)
+def test_kv_memory_binds_and_matches_plain_lp():
+    """Memory: the row lambda E[g] <= M x batches/ms and the per-batch cap d (kappa + 1) <= M,
+    against a plain scipy LP over every configuration."""
+    from scipy.optimize import linprog
+
+    e = engine(96, kv=6000)
+    w = workload(1.0, 100, 1000, geometric=False)
     c = engine_capacity(e, [w])
     assert c.binding == "kv_memory"
-    g = (200 + 1) * (1000 + 100)
-    # at the optimum the engine runs its fastest batches: at most 1/t_min batches per ms
-    lp = c.lp
-    batches_per_ms = float(np.sum(lp.fractions / lp.batch_ms))
-    assert c.max_scale * 1.0 / 1000 * g == pytest.approx(20000 * batches_per_ms, rel=1e-6)
-    assert c.duals["kv_memory"] > 0
+    dem = demand_of([w])
+    kappa = 100 + 999 / 2  # mean context of a decode token: v_p + (j - 1), j = 1..1000
+    assert dem.decode_context == pytest.approx(kappa)
+    cap = int(6000 // (kappa + 1))
+    assert cap == 9
+    assert all(col["decode_tokens"] <= cap for col in c.support)
+    cfg = _all_configs(e)
+    cfg = cfg[cfg[:, 1] <= cap]
+    t = _times(e, cfg, kappa)
+    C = len(cfg)
+    g = (1000 + 1) * (100 + 500)
+    A = np.zeros((5, C + 1))
+    A[0, :C], A[0, C] = -cfg[:, 0] / t, dem.prefill_tokens_per_ms
+    A[1, :C], A[1, C] = -cfg[:, 1] / t, dem.decode_tokens_per_ms
+    A[2, :C], A[2, C] = -cfg[:, 2] / t, dem.requests_per_ms
+    A[3, :C], A[3, C] = -6000 / t, 1.0 / 1000 * g
+    A[4, :C] = 1
+    res = linprog(np.r_[np.zeros(C), -1.0], A_ub=A, b_ub=[0, 0, 0, 0, 1],
+                  bounds=[(0, None)] * C + [(None, None)], method="highs")
+    assert c.max_scale == pytest.approx(-res.fun, rel=1e-6)
+    # without the memory limit the engine sustains strictly more
+    assert engine_capacity(engine(96), [w]).max_scale > c.max_scale * 5
 
 
 def test_two_feature_column_generation_is_exact():

@@ -13,7 +13,7 @@ from ..errors import ModelError
 from ..model.engine import Engine
 from ..model.model import Model
 from ..model.workload import Workload
-from .configlp import ConfigLP, Demand, extreme_configurations, solve_config_lp
+from .configlp import ConfigLP, Demand, decode_cap, extreme_configurations, solve_config_lp
 from .rate import TokenRate, max_token_rate, max_token_rate_mixed, token_rate_curve
 from .region import TokenRegion, token_region
 from .result import Capacity, EngineCapacity, WorkloadCapacity
@@ -44,10 +44,12 @@ def demand_of(workloads: list[Workload], *, per_request: bool = False, kv: bool 
     return Demand(lp, ld, lr, lg, ctx / ld if ld > 0 else 0.0)
 
 
-def _binding(engine: Engine, lp: ConfigLP, rate: TokenRate) -> tuple[str, tuple[str, ...]]:
+def _binding(engine: Engine, lp: ConfigLP, dem: Demand) -> tuple[str, tuple[str, ...]]:
     found = []
     sup = lp.support()
-    if engine.kv_capacity_tokens is not None and lp.duals.get("kv_memory", 0.0) > 1e-9:
+    dcap = decode_cap(engine, dem.decode_context)
+    if engine.kv_capacity_tokens is not None and (
+            lp.duals.get("kv_memory", 0.0) > 1e-9 or any(c["decode_tokens"] == dcap for c in sup)):
         found.append("kv_memory")
     K = engine.max_batch_requests
     if K is not None and any(c["decode_tokens"] + (c["prefill_tokens"] > 0) >= K for c in sup):
@@ -66,12 +68,12 @@ def engine_capacity(engine: Engine, workloads: list[Workload], *, solver: str | 
         ModelError: LP solver failure.
     """
     dem = demand_of(workloads, kv=engine.kv_capacity_tokens is not None)
-    if engine.batch_time.tokens_only:
+    if engine.batch_time.tokens_only and engine.kv_capacity_tokens is None:
         rate = max_token_rate(engine.batch_time, engine.token_budget)
     else:
         rate = max_token_rate_mixed(engine, dem.decode_context)
     lp = solve_config_lp(engine, dem, solver=solver)
-    binding, allb = _binding(engine, lp, rate) if lp.fractions.size else ("none", ())
+    binding, allb = _binding(engine, lp, dem) if lp.fractions.size else ("none", ())
     sym = None
     if engine.batch_time.kind in _PARAMETRIC:
         sym = symbolic_capacity(engine, workloads)

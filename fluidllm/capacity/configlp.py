@@ -12,6 +12,11 @@ a fraction x_c of time in configuration c. A demand (per unit of scale s) of λ_
     M · Σ_c x_c / t_c ≥ s λ_g                  (kv_memory: occupancy summed over batches ≤ M per batch)
     Σ_c x_c ≤ 1,  x ≥ 0                        (time)
 
+and, with memory M, every column must fit at the instant it runs: its d decoding requests hold about
+d·(κ + 1) KV tokens, so d ≤ ⌊M / (κ + 1)⌋ (the ``kv_memory`` column cap). The row alone is not
+enough: it counts occupancy per batch served, so it could be met by adding short prefill-only
+batches while the decoders sit in memory; the cap closes that gap.
+
 and the LP maximises s. s* > 1 means the current rates lie strictly inside the fluid region
 (Li, Dai, Peng arXiv 2504.07347 Thm 2 and §6 Thm 10 for k_max; the memory row is the linear form
 of Nie, Si, Zhou arXiv 2605.04595 and Ao et al. arXiv 2504.11320). It is an outer bound: the memory
@@ -33,7 +38,7 @@ from ..model.engine import Engine
 
 __all__ = ["Demand", "ConfigLP", "solve_config_lp", "extreme_configurations"]
 
-_TOL = 1e-9
+_TOL = 1e-7
 
 
 @dataclass(frozen=True)
@@ -99,28 +104,40 @@ def _q_max(p: np.ndarray, d: np.ndarray, k_max: int | None) -> np.ndarray:
     return np.where(p > 0, q, 0)
 
 
-def _feasible(p: np.ndarray, d: np.ndarray, k_max: int | None) -> np.ndarray:
+def decode_cap(engine: Engine, decode_context: float) -> int | None:
+    """Most decoding requests one batch can hold in KV memory: ⌊M / (κ + 1)⌋ (None: no memory limit)."""
+    if engine.kv_capacity_tokens is None:
+        return None
+    return int(engine.kv_capacity_tokens // (decode_context + 1.0))
+
+
+def _feasible(p: np.ndarray, d: np.ndarray, k_max: int | None, d_cap: int | None = None) -> np.ndarray:
     ok = (p + d >= 1)
     if k_max is not None:
         ok &= np.where(p > 0, d + 1 <= k_max, d <= k_max)
+    if d_cap is not None:
+        ok &= d <= d_cap
     return ok
 
 
-def extreme_configurations(engine: Engine) -> np.ndarray:
+def extreme_configurations(engine: Engine, decode_context: float = 0.0) -> np.ndarray:
     """The (p, d, q) columns that suffice for a token-count batch time: for each n ≤ b_max the
-    prefill-only split, the decode-only split (n ≤ k_max) and, with k_max, the split with
-    d = k_max − 1 decodes and one prefill request (vertex C of Theorem 10)."""
+    prefill-only split, the decode-only split (n within k_max and the memory cap) and the mixed
+    split with the most decodes allowed beside one prefill request (d = k_max − 1: vertex C of
+    Theorem 10; or the memory cap)."""
     b, K = engine.token_budget, engine.max_batch_requests
+    dcap = decode_cap(engine, decode_context)
     n = np.arange(1, b + 1)
-    cols = [np.stack([n, 0 * n], 1)]
-    dec = n if K is None else n[n <= K]
-    cols.append(np.stack([0 * dec, dec], 1))
-    if K is not None and K >= 2:
+    caps = [c for c in (K, dcap) if c is not None]
+    dec_max = min(caps) if caps else b
+    mix_max = min([c for c in ((K - 1) if K is not None else None, dcap) if c is not None], default=b)
+    cols = [np.stack([n, 0 * n], 1), np.stack([0 * n[n <= dec_max], n[n <= dec_max]], 1)]
+    if mix_max >= 1:
         m = n[n >= 2]
-        d = np.minimum(m - 1, K - 1)
+        d = np.minimum(m - 1, mix_max)
         cols.append(np.stack([m - d, d], 1))
     pd = np.unique(np.concatenate(cols), axis=0)
-    pd = pd[_feasible(pd[:, 0], pd[:, 1], K)]
+    pd = pd[_feasible(pd[:, 0], pd[:, 1], K, dcap)]
     q = _q_max(pd[:, 0], pd[:, 1], K)
     return np.column_stack([pd, q]).astype(np.int64)
 
@@ -181,15 +198,30 @@ def solve_config_lp(engine: Engine, demand: Demand, *, solver: str | None = None
     if demand.is_zero:
         empty = np.zeros((0, 3), dtype=np.int64)
         return ConfigLP(float("inf"), "zero demand", "none", empty, np.zeros(0), np.zeros(0), {}, 0)
+    # Solve for a direction of unit size so that s* is O(capacity / |direction|) ~ 1 whatever the
+    # rates' magnitude (solver tolerances are absolute); rescale s and the duals after.
+    f = max(demand.prefill_tokens_per_ms, demand.decode_tokens_per_ms, demand.requests_per_ms,
+            demand.kv_token_batches_per_ms / max(1.0, float(engine.kv_capacity_tokens or 1)))
+    unit = Demand(demand.prefill_tokens_per_ms / f, demand.decode_tokens_per_ms / f, demand.requests_per_ms / f,
+                  demand.kv_token_batches_per_ms / f, demand.decode_context)
+    res = _solve_unit(engine, unit, solver=solver, max_rounds=max_rounds, base=base)
+    return ConfigLP(res.max_scale / f, res.status, res.solver, res.configurations, res.batch_ms, res.fractions,
+                    res.duals, res.columns_priced, res.problem)
+
+
+def _solve_unit(engine: Engine, demand: Demand, *, solver: str | None, max_rounds: int,
+                base: Demand | None) -> ConfigLP:
+    K = engine.max_batch_requests
+    dcap = decode_cap(engine, demand.decode_context)
     if engine.batch_time.tokens_only:
-        cfg = extreme_configurations(engine)
+        cfg = extreme_configurations(engine, demand.decode_context)
         t = _times(engine, cfg, demand.decode_context)
         prob, name, s, x, duals = _solve(engine, demand, cfg, t, solver, base)
         return ConfigLP(s, prob.status, name, cfg, t, x, duals, cfg.shape[0], prob)
     # Column generation: start from the token-count extremes, then add the most improving
     # configuration found by pricing every (p, d) exactly, until none has positive reduced cost.
     b = engine.token_budget
-    cfg = extreme_configurations(engine)
+    cfg = extreme_configurations(engine, demand.decode_context)
     priced = 0
     for _ in range(max_rounds):
         t = _times(engine, cfg, demand.decode_context)
@@ -200,7 +232,7 @@ def solve_config_lp(engine: Engine, demand: Demand, *, solver: str | None = None
             p = np.arange(p0, min(p0 + 256, b + 1))[:, None]
             d = np.arange(0, b + 1)[None, :]
             P, D = np.broadcast_arrays(p, d)
-            ok = _feasible(P, D, K) & (P + D <= b)
+            ok = _feasible(P, D, K, dcap) & (P + D <= b)
             if not ok.any():
                 continue
             P, D = P[ok], D[ok]
@@ -212,7 +244,10 @@ def solve_config_lp(engine: Engine, demand: Demand, *, solver: str | None = None
             i = int(np.argmax(gain))
             if gain[i] > best_val:
                 best_val, best = float(gain[i]), (int(P[i]), int(D[i]), int(Q[i]))
-        if best is None or best_val <= _TOL * max(1.0, abs(y0)):
+        # Stop when no column prices out beyond the solver's dual accuracy, or the best one is
+        # already in the LP (its positive reduced cost is then round-off).
+        known = best is not None and bool(np.any(np.all(cfg == np.array(best), axis=1)))
+        if best is None or best_val <= _TOL * max(1.0, abs(y0)) or known:
             return ConfigLP(s, prob.status, name, cfg, t, x, duals, priced, prob)
         cfg = np.vstack([cfg, np.array(best, dtype=np.int64)[None, :]])
     raise ModelError(f"engines.{engine.name}", "configuration LP",

@@ -58,13 +58,14 @@ def max_token_rate(batch_time: BatchTime, token_budget: int) -> TokenRate:
 def max_token_rate_mixed(engine, decode_context: float) -> TokenRate:
     """μ* for a composition-dependent batch time: max over feasible (p, d), p + d ≤ b_max, of
     (p + d) / t(p, d, d·κ) at mean decode KV context κ = ``decode_context`` tokens."""
-    from .configlp import _feasible
+    from .configlp import _feasible, decode_cap
 
     b, K = engine.token_budget, engine.max_batch_requests
+    dcap = decode_cap(engine, decode_context)
     best = TokenRate(0.0, 0, 0.0)
     for p0 in range(0, b + 1, 256):
         P, D = np.meshgrid(np.arange(p0, min(p0 + 256, b + 1)), np.arange(b + 1), indexing="ij")
-        ok = _feasible(P, D, K) & (P + D <= b)
+        ok = _feasible(P, D, K, dcap) & (P + D <= b)
         if not ok.any():
             continue
         P, D = P[ok].astype(float), D[ok].astype(float)

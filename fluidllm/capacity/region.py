@@ -15,7 +15,7 @@ from scipy.spatial import ConvexHull
 
 from ..errors import ModelError
 from ..model.engine import Engine
-from .configlp import _times, extreme_configurations
+from .configlp import _feasible, _times, decode_cap, extreme_configurations
 
 __all__ = ["TokenRegion", "token_region"]
 
@@ -55,17 +55,16 @@ class TokenRegion:
 
 def token_region(engine: Engine, decode_context: float = 0.0) -> TokenRegion:
     """The (λ_p, λ_d) region of ``engine`` (tokens/s), for a token-count or two-feature batch time
-    (then at mean decode KV context ``decode_context`` tokens). For two-feature models every
+    (then at mean decode KV context ``decode_context`` tokens, which also sets the KV-memory cap on
+    decodes per batch). For two-feature models every
     (p, d) with p + d ≤ b_max is a candidate (b_max²/2 points), so keep b_max moderate there.
     """
     if engine.batch_time.tokens_only:
-        cfg = extreme_configurations(engine)
+        cfg = extreme_configurations(engine, decode_context)
     else:
         b, K = engine.token_budget, engine.max_batch_requests
         P, D = np.meshgrid(np.arange(b + 1), np.arange(b + 1), indexing="ij")
-        ok = (P + D >= 1) & (P + D <= b)
-        if K is not None:
-            ok &= np.where(P > 0, D + 1 <= K, D <= K)
+        ok = _feasible(P, D, K, decode_cap(engine, decode_context)) & (P + D <= b)
         cfg = np.column_stack([P[ok], D[ok], 0 * P[ok]])
     t = _times(engine, cfg, decode_context)
     pts = np.column_stack([cfg[:, 0] / t, cfg[:, 1] / t]) * 1000.0

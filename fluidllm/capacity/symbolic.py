@@ -35,7 +35,7 @@ def symbolic_max_token_rate(batch_time: B.BatchTime) -> tuple[sp.Expr, dict[sp.S
         return b / c, {c: batch_time.c_ms}
     if isinstance(batch_time, B.Affine):
         return b / (c + a * b), {c: batch_time.c_ms, a: batch_time.a_ms}
-    b0 = sp.Symbol("b0", positive=True, integer=True)
+    b0 = sp.Symbol("b0", nonnegative=True, integer=True)
     if isinstance(batch_time, B.Staircase):
         J = sp.floor(b / b0)
         expr = sp.Max(J * b0 / (c + a * J), b / (c + a * sp.ceiling(b / b0)))
