@@ -142,7 +142,7 @@ class PiecewiseLinear(BatchTime):
     def sympy_expr(self, n: Any) -> Any:
         import sympy as sp
 
-        c, a, b0 = sp.symbols("c a b0", positive=True)
+        c, a, b0 = sp.symbols("c a b0", nonnegative=True)
         return c + a * sp.Max(0, n - b0)
 
     def sympy_params(self) -> dict[str, float]:
@@ -175,7 +175,8 @@ class Staircase(BatchTime):
     def sympy_expr(self, n: Any) -> Any:
         import sympy as sp
 
-        c, a, b0 = sp.symbols("c a b0", positive=True)
+        c, a = sp.symbols("c a", nonnegative=True)
+        b0 = sp.Symbol("b0", positive=True)
         return c + a * sp.ceiling(n / b0)
 
     def sympy_params(self) -> dict[str, float]:

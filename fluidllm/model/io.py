@@ -60,7 +60,12 @@ def _path(d: dict[str, Any], where: str, base: Path) -> Path:
 
 
 def _rewrap(e: ModelError, where: str) -> ModelError:
-    field = e.field if e.field.startswith(where) else f"{where}.{e.field.split('.')[-1]}"
+    if e.field.startswith(where):
+        field = e.field
+    elif " " in e.field:  # a data file's row, line or header ("bad.csv row 3 ..."): keep the file name whole
+        field = f"{where} ({e.field})"
+    else:
+        field = f"{where}.{e.field.split('.')[-1]}"
     return ModelError(field, e.value, e.allowed)
 
 

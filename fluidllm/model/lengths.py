@@ -8,8 +8,8 @@ Conventions (stated, because the literature varies):
 * ``geometric`` and ``poisson`` are shifted to start at ``min`` (default 1, since a prompt has at
   least one token): ``X = min + G`` with ``G`` geometric on {0, 1, ...} or Poisson, and ``E[X] = mean``.
 * ``lognormal`` is ``X = ceil(Y)``, ``Y ~ Lognormal`` with ``E[Y] = mean`` and log-sd ``sigma``;
-  its support is {1, 2, ...}. Moments are exact sums up to a point K beyond which the closed-form
-  partial expectations of ``Y`` bound the remainder below 1e-12 relative.
+  its support is {1, 2, ...}. Moments are exact sums up to a point K, plus the closed-form partial
+  expectations of ``Y`` beyond K (see ``Lognormal._exact_moments``).
 * ``uniform`` is the discrete uniform law on ``low..high`` inclusive.
 """
 from __future__ import annotations
@@ -80,7 +80,11 @@ class LengthLaw:
         if math.isfinite(self.max_value):
             return int(self.max_value)
         k = max(self.min_value, int(self.mean) + 1)
-        while 1.0 - float(np.sum(self.pmf(np.arange(0, k + 1)))) > tail:
+        prev = math.inf
+        while (rest := 1.0 - float(np.sum(self.pmf(np.arange(0, k + 1))))) > tail:
+            if rest < 1e-12 and rest >= prev:  # 1 - sum stopped falling: float noise, not a resolvable tail
+                break
+            prev = rest
             k *= 2
         return k
 
@@ -240,17 +244,19 @@ class Lognormal(LengthLaw):
         return math.exp(r * mu + r * r * s * s / 2) * float(special.ndtr((mu + r * s * s - math.log(K)) / s))
 
     def _exact_moments(self) -> tuple[float, float]:
-        # K where P(Y > K) and the tail moments are negligible relative to the mean.
+        # Sum the pmf up to K, then add the tail beyond K in closed form. Over Y > K the
+        # fraction ceil(Y) - Y is uniform up to O(density slope), so
+        # E[ceil(Y); Y > K] = E[Y; Y > K] + P(Y > K)/2 and
+        # E[ceil(Y)^2; Y > K] = E[Y^2; Y > K] + E[Y; Y > K] + P(Y > K)/3, with an error below
+        # P(Y > K) <= 1e-12 (or P(Y > 2^22) for very heavy tails), far under float precision of the moments.
         K = max(16.0, self.mean_y)
-        while self._partial(2, K) > 1e-13 * max(1.0, self.mean_y**2) or 1 - self._cdf(np.array(K)) > 1e-15:
+        while float(1 - self._cdf(np.array(K))) > 1e-12 and K < 2.0**22:
             K *= 2
         ks = np.arange(1, int(K) + 1)
         p = self.pmf(ks)
-        m1 = float(np.sum(ks * p))
-        m2 = float(np.sum(ks.astype(float) ** 2 * p))
-        # E[ceil(Y)^r; Y > K] lies in [E[Y^r;Y>K], E[(Y+1)^r;Y>K]]: add the lower end; the gap is below tolerance.
-        m1 += self._partial(1, K)
-        m2 += self._partial(2, K)
+        tail = float(1 - self._cdf(np.array(K)))
+        m1 = float(np.sum(ks * p)) + self._partial(1, K) + tail / 2
+        m2 = float(np.sum(ks.astype(float) ** 2 * p)) + self._partial(2, K) + self._partial(1, K) + tail / 3
         return m1, m2 - m1 * m1
 
     mean = property(lambda self: self._moments[0])
