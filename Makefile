@@ -21,8 +21,11 @@ $(TEST_STAMP): $(STAMP)
 
 venv: $(STAMP)
 
+DEMO_MODELS := examples/paper_codellama_b512.toml examples/vertex_c_kmax100.toml examples/llama2_7b_a100_azure_conv.toml
+
 demo: $(STAMP)
-	$(VENV)/bin/fluidllm demo
+	@for f in $(DEMO_MODELS); do $(VENV)/bin/fluidllm capacity $$f || exit $$?; echo; done
+	@$(VENV)/bin/fluidllm region examples/vertex_c_kmax100.toml
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest -q
