@@ -348,10 +348,9 @@ def test_bad_input_is_a_model_error() -> None:
 
 def test_unimplemented_features_say_so() -> None:
     req = Requests.from_lists([0.0], [1], [1])
-    with pytest.raises(NotImplementedError, match="kv_capacity_tokens"):
-        simulate_reference(engine(kv_capacity_tokens=100), req, 10.0)
-    with pytest.raises(NotImplementedError, match="vllm-v1"):
-        simulate_reference(engine("vllm-v1"), req, 10.0)
+    for name in ("priority", "wait", "nested-wait"):
+        with pytest.raises(NotImplementedError, match=name):
+            simulate_reference(engine(name), req, 10.0)
 
 
 # ------------------------------------------------------------------- flags and particular rules
