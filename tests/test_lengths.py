@@ -204,7 +204,9 @@ def test_independent_closed_forms_equal_moment_and_double_sum(prefill, decode):
 def test_hypothesis_independent_moments(prefill, decode):
     law = F.Independent(prefill, decode)
     assert rel_close(law.mean_kv_token_batches, law.moment(_g), rel=1e-8)
-    if decode.mean > 0:
+    # E[ctx·1{v_d>0}]/E[v_d]: the pmf sum loses all relative precision once E[v_d] is below the
+    # summation's absolute error (hypothesis found E[v_d] = 1.6e-28), so compare only above that.
+    if decode.mean > 1e-9:
         assert rel_close(law.mean_decode_context, law.moment(_ctx) / decode.mean, rel=1e-8)
 
 
