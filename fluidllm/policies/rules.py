@@ -1,0 +1,179 @@
+"""The built-in scheduling policies as vectorized rules over (R, W) slot arrays.
+
+Each rule is written once from :func:`fluidllm.policies.fill.fcfs_fill` and declares whether it is
+work-conserving (Li, Dai, Peng, arXiv 2504.07347, eqs. 8–9: if the resident demand
+Σ_i (p_i + 1{p_i = 0}) reaches the budget, the batch holds exactly the budget). The same rules,
+one request at a time, are in :mod:`fluidllm.sim.reference`; the tests check that the two agree
+batch for batch.
+
+A rule receives a :class:`SlotState` — the resident requests of every replication in FCFS order
+— and returns ``(prefill_tokens, decode_tokens)``, two (R, W) int32 arrays.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..model.policy import PolicySpec
+from ..sim.backend import Backend
+from .fill import fcfs_fill
+
+__all__ = ["SlotState", "VectorPolicy", "vector_policy", "VECTOR_POLICIES"]
+
+
+@dataclass
+class SlotState:
+    """What a vectorized rule sees at a batch boundary (arrays are (R, W), slots in FCFS order).
+
+    Attributes:
+        pre: prefill tokens left (int32; 0 for empty slots).
+        dec: decode tokens left (int32; 0 for empty slots).
+        budget: (R,) int32 tokens the batch may hold: min(b_max, free KV), 0 for a stopped replication.
+        slots: (R,) int32 k_max, or None without a per-batch request cap.
+        token_budget: b_max (the nominal budget: a "whole" prompt piece when prompts are split).
+        running: bool, the request holds KV and has been served (vLLM v1); None when not tracked.
+        group: bool, member of the current static batch (FasterTransformer static); None otherwise.
+    """
+
+    pre: Any
+    dec: Any
+    budget: Any
+    slots: Any | None
+    token_budget: int
+    running: Any | None = None
+    group: Any | None = None
+
+
+Rule = Callable[[Backend, SlotState, PolicySpec], tuple[Any, Any]]
+
+
+@dataclass(frozen=True)
+class VectorPolicy:
+    """A built-in rule: ``name``, ``work_conserving`` and ``plan(B, state, spec)``."""
+
+    name: str
+    work_conserving: bool
+    rule: Rule
+    needs_running: bool = False
+    needs_group: bool = False
+    #: whole prompts only (a prompt above the budget can never run unless split_long_prompts).
+    whole_prompts: bool = False
+
+    def plan(self, B: Backend, s: SlotState, spec: PolicySpec) -> tuple[Any, Any]:
+        return self.rule(B, s, spec)
+
+
+def _decoding(s: SlotState) -> Any:
+    return (s.pre == 0) & (s.dec > 0)
+
+
+def _i32(B: Backend, mask: Any) -> Any:
+    return B.astype(mask, "int32")
+
+
+def _chunk(B: Backend, s: SlotState, chunk: int | None) -> Any:
+    return s.pre if chunk is None else B.minimum(s.pre, chunk)
+
+
+def _whole_need(B: Backend, s: SlotState, spec: PolicySpec) -> Any:
+    """Tokens a whole-prompt fill asks for: the prompt left, in pieces of at most b_max.
+
+    Without ``split_long_prompts`` a prompt above b_max never gets here (it is unschedulable), so
+    the cap only matters for the split flag and for a recompute after a KV preemption, which the
+    reference also serves in b_max pieces.
+    """
+    return B.minimum(s.pre, s.token_budget)
+
+
+def _split(B: Backend, s: SlotState, give: Any) -> tuple[Any, Any]:
+    """Split one fill's tokens into prefill and decode by the slot's phase."""
+    pre_phase = s.pre > 0
+    return B.where(pre_phase, give, 0), B.where(pre_phase, 0, give)
+
+
+def _fastertransformer(B: Backend, s: SlotState, spec: PolicySpec) -> tuple[Any, Any]:
+    # Any decoder: decode-only batch; else whole prefills. x = 1 for decoders makes the whole
+    # fill a decode fill, so one fill serves both branches row by row.
+    dec = _decoding(s)
+    x = B.where(B.rany(dec)[:, None], _i32(B, dec), _whole_need(B, s, spec))
+    give, _, _ = fcfs_fill(B, x, s.budget, s.slots, whole=True)
+    return _split(B, s, give)
+
+
+def _vllm(B: Backend, s: SlotState, spec: PolicySpec) -> tuple[Any, Any]:
+    # Any prompt waiting: whole prefills; none, or the first prompt does not fit the free KV
+    # memory: decodes (as vLLM v0 does).
+    any_pre = B.rany(s.pre > 0)
+    dec = _i32(B, _decoding(s))
+    give, _, _ = fcfs_fill(B, B.where(any_pre[:, None], _whole_need(B, s, spec), dec), s.budget, s.slots, whole=True)
+    stuck = any_pre & (B.rsum(give, "int32") == 0)
+    if bool(B.to_numpy(stuck).any()):
+        g2, _, _ = fcfs_fill(B, B.where(stuck[:, None], dec, 0), s.budget, s.slots, whole=True)
+        give = give + g2
+    return _split(B, s, give)
+
+
+def _orca(B: Backend, s: SlotState, spec: PolicySpec) -> tuple[Any, Any]:
+    gp, budget, slots = fcfs_fill(B, _chunk(B, s, spec.flag("chunk_size")), s.budget, s.slots, whole=False)
+    gd, _, _ = fcfs_fill(B, _i32(B, _decoding(s)), budget, slots, whole=False)
+    return gp, gd
+
+
+def _sarathi(B: Backend, s: SlotState, spec: PolicySpec) -> tuple[Any, Any]:
+    gd, budget, slots = fcfs_fill(B, _i32(B, _decoding(s)), s.budget, s.slots, whole=False)
+    gp, _, _ = fcfs_fill(B, _chunk(B, s, spec.flag("chunk_size")), budget, slots, whole=False)
+    return gp, gd
+
+
+def _kfcfs(B: Backend, s: SlotState, spec: PolicySpec) -> tuple[Any, Any]:
+    x = s.pre + _i32(B, _decoding(s))   # a decoder asks for 1, a prefilling request for its prompt
+    give, _, _ = fcfs_fill(B, x, s.budget, s.slots, whole=False)
+    return _split(B, s, give)
+
+
+def _vllm_v1(B: Backend, s: SlotState, spec: PolicySpec) -> tuple[Any, Any]:
+    # Running requests first (decode token or prefill chunk, FCFS), then new prefills FCFS.
+    # (A request that is not running is never decoding: it is new or preempted, with prefill left.)
+    chunk = _chunk(B, s, spec.flag("chunk_size"))
+    g1, budget, slots = fcfs_fill(B, B.where(s.running, chunk + _i32(B, _decoding(s)), 0), s.budget, s.slots,
+                                  whole=False)
+    g2, _, _ = fcfs_fill(B, B.where(s.running, 0, chunk), budget, slots, whole=False)
+    return _split(B, s, g1 + g2)
+
+
+def _fastertransformer_static(B: Backend, s: SlotState, spec: PolicySpec) -> tuple[Any, Any]:
+    # Request-level static batching: a group runs its prefill, then decodes until all finish.
+    dec = _decoding(s)
+    need = _whole_need(B, s, spec)
+    in_group = B.rany(s.group)[:, None]
+    group_prefill = B.rany(s.group & (s.pre > 0))[:, None]
+    x_new = B.where(B.rany(dec)[:, None], _i32(B, dec), need)      # no group: (initial decoders) or a new group
+    x_grp = B.where(group_prefill, B.where(s.group, need, 0), _i32(B, dec & s.group))
+    give, _, _ = fcfs_fill(B, B.where(in_group, x_grp, x_new), s.budget, s.slots, whole=True)
+    return _split(B, s, give)
+
+
+#: name -> VectorPolicy, for every built-in rule the vectorized core runs.
+VECTOR_POLICIES: dict[str, VectorPolicy] = {p.name: p for p in (
+    VectorPolicy("fastertransformer", False, _fastertransformer, whole_prompts=True),
+    VectorPolicy("fastertransformer-static", False, _fastertransformer_static, needs_group=True, whole_prompts=True),
+    VectorPolicy("vllm", False, _vllm, whole_prompts=True),
+    VectorPolicy("orca", True, _orca),
+    VectorPolicy("sarathi", True, _sarathi),
+    VectorPolicy("kfcfs", True, _kfcfs),
+    VectorPolicy("vllm-v1", True, _vllm_v1, needs_running=True),
+)}
+
+
+def vector_policy(spec: PolicySpec) -> VectorPolicy:
+    """The vectorized rule for a policy spec.
+
+    Raises:
+        NotImplementedError: a policy without a vectorized rule yet (priority, wait, nested-wait,
+            python plug-ins).
+    """
+    try:
+        return VECTOR_POLICIES[spec.name]
+    except KeyError:
+        raise NotImplementedError(f"policy {spec.name!r} has no vectorized rule yet; the simulator runs "
+                                  f"{sorted(VECTOR_POLICIES)}") from None
