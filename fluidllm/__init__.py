@@ -11,3 +11,8 @@ __all__ = ["ModelError", "__version__", *_model_all]
 from .capacity import Capacity, capacity, token_region  # noqa: E402
 
 __all__ += ["Capacity", "capacity", "token_region"]
+from .sim.result import SimResult  # noqa: E402
+from .sim.simulate import simulate  # noqa: E402
+from .sim.stability import BoundaryResult, StabilityResult, stability, stability_boundary  # noqa: E402
+
+__all__ += ["SimResult", "simulate", "StabilityResult", "BoundaryResult", "stability", "stability_boundary"]

@@ -201,7 +201,8 @@ class _Core:
         self.n_end = B.zeros(R, "int64")
         self.n_win = B.zeros(R, "int64")
         z = lambda dt="int64": B.zeros(R, dt)  # noqa: E731
-        self.uns_n, self.uns_tok, self.uns_arr = z(), z(), z("float64")
+        self.uns_n, self.uns_tok = z(), z()
+        self.uns_arr = np.zeros(R)      # host: Σ arrival instants of the set-aside requests
         self.arrived, self.completed = z(), z()
         self.max_sys = z()
         self.sys_time = z("float64")
@@ -233,7 +234,6 @@ class _Core:
         self.f_d = B.zeros((R, 0), "int32")
         self.f_rid = B.zeros((R, 0), "int64")
         self.f_ctok = B.zeros((R, 0), "int64")
-        self.f_carr = B.zeros((R, 0), "float64")
         self.next_rid = np.full(R, self.n_init, dtype=np.int64)
         self.log_rows: list[list[dict[str, Any]]] = [[] for _ in range(R)] if self.log else []
         if init:
@@ -263,6 +263,9 @@ class _Core:
                 self.pre[:, cols] = 0
                 self.dec[:, cols] = 0
                 self.n_win -= int(never.sum())
+        self.win_pre = B.rsum(self.pre, "int64")
+        self.win_dec = B.rsum(self.dec, "int64")
+        self.long_prompts = bool(B.to_numpy(self.pre > self.piece).any())
         self._account()
 
     def _never(self, p: int, d: int, c: int) -> bool:
@@ -271,7 +274,7 @@ class _Core:
     def _state_bytes(self) -> int:
         B = self.B
         arrays = [getattr(self, n) for n in self.slot_dtypes]
-        arrays += [self.f_t, self.f_p, self.f_d, self.f_rid, self.f_ctok, self.f_carr, self.s_sys, self.s_back,
+        arrays += [self.f_t, self.f_p, self.f_d, self.f_rid, self.f_ctok, self.s_sys, self.s_back,
                    self.s_p, self.s_d]
         return sum(B.nbytes(a) for a in arrays) + sum(h.nbytes for h in self.hist.values())
 
@@ -347,7 +350,7 @@ class _Core:
         while C < need:
             C *= 2
         if C > self.C:
-            extra = (C - self.C) * self.R * (8 + 4 + 4 + 8 + 8 + 8)
+            extra = (C - self.C) * self.R * (8 + 4 + 4 + 8 + 8)
             if self._state_bytes() + extra > self.mem_cap:
                 over = (keep + counts) > self.C
                 self._diverge(B.asarray(over))
@@ -384,7 +387,6 @@ class _Core:
         self.tail = B.asarray(keep + counts)
         self.f_t, self.f_p, self.f_d, self.f_rid = f_t, f_p, f_d, f_rid
         self.f_ctok = B.cumsum(B.astype(f_p, "int64") + B.astype(f_d, "int64"), "int64")
-        self.f_carr = B.cumsum(B.where(B.isnan(f_t) | (f_t == math.inf), 0.0, f_t), "float64")
         self.C = C
         self._account()
 
@@ -393,19 +395,22 @@ class _Core:
         B = self.B
         if self.C == 0:
             return B.zeros(self.R, dtype)
-        at = lambda i: B.where(i > 0, B.take_along(cum, B.maximum(i - 1, 0)[:, None])[:, 0], 0)  # noqa: E731
+        at = lambda i: B.where(i > 0, cum[self.rows, B.maximum(i - 1, 0)], 0)  # noqa: E731
         return at(hi) - at(lo)
 
     def _ensure_arrivals(self, upto: Any, rows: Any) -> None:
-        """Draw epochs until the FIFO of every replication in ``rows`` holds all arrivals at or before
-        ``upto[r]`` and its next arrival after them (when the source has one)."""
+        """Move eligibility pointers past arrivals at or before ``upto[r]``, drawing epochs until the
+        FIFO of every replication in ``rows`` holds all of them and its next arrival after them (when
+        the source has one)."""
         B = self.B
-        while not self.source.exhausted:
+        while True:
+            self._advance_eligible(upto)
+            if self.source.exhausted:
+                return
             act = B.to_numpy(rows)
             if not act.any():
                 return
             tmax = float(np.max(np.where(act, B.to_numpy(upto), -math.inf)))
-            self._advance_eligible(upto)
             starving = bool((act & B.to_numpy(self.ap >= self.tail)).any())
             if self.source.until_ms > tmax and not starving:
                 return
@@ -425,57 +430,91 @@ class _Core:
 
     # ------------------------------------------------------------------ admission into the slots
     def _pull(self) -> None:
+        """Move eligible waiting requests into the slots, FCFS, while the policy could still reach
+        them: the slots' prompts ask for fewer than b_max tokens (and, with caps, fewer than k_max
+        prompts / max_resident_requests requests are there). Requests that can never run are set
+        aside as they come. Up to ``L`` waiting requests per replication are examined at once."""
         B = self.B
         W = max(int(self.n_end.max()), 1)
         pre = self.pre[:, :W]
-        reach = B.rsum(B.minimum(pre, self.piece), "int64")
+        # reach = Σ min(prefill left, piece) over the slots; it is the tracked Σ prefill left unless a
+        # prompt longer than the piece was ever taken in (or a recompute made one).
+        reach = B.rsum(B.minimum(pre, self.piece), "int64") if self.long_prompts else self.win_pre
         ncand = B.rsum(pre > 0, "int64") if self.kmax is not None else None
         while True:
-            can = self.active & (self.head < self.ap) & (reach < self.b_max)
+            avail = B.where(self.active, self.ap - self.head, 0)
+            room = self.active & (reach < self.b_max)
             if self.rescap is not None:
-                can &= self.n_win < self.rescap
+                room &= self.n_win < self.rescap
             if ncand is not None:
-                can &= ncand < self.kmax
-            if not bool(B.to_numpy(can).any()):
+                room &= ncand < self.kmax
+            avail = B.where(room, avail, 0)
+            L = min(int(avail.max()), 16)
+            if L <= 0:
                 return
-            r = B.nonzero(can)[0]
-            h = self.head[r]
-            p = self.f_p[r, h]
-            d = self.f_d[r, h]
-            never = (p > self.b_max) if self.whole else B.full(p.shape, False, "bool")
+            j = B.arange(L)[None, :]
+            valid = j < avail[:, None]
+            idx = B.minimum(self.head[:, None] + j, self.C - 1)
+            rows = self.rows[:, None]
+            p = self.f_p[rows, idx]
+            d = self.f_d[rows, idx]
+            never = (p > self.b_max) if self.whole else B.zeros(p.shape, "bool")
             if self.M is not None:
                 never = never | ((p + d) > self.M)   # can never finish within KV memory
-            if bool(B.to_numpy(never).any()):
-                rn = r[never]
-                self.uns_n[rn] += 1
-                self.uns_tok[rn] += B.astype(p[never] + d[never], "int64")
-                self.uns_arr[rn] += self.f_t[rn, h[never]]
-                self.head[rn] += 1
-                ok = ~never
-                r, h, p, d = r[ok], h[ok], p[ok], d[ok]
-                if int(r.shape[0]) == 0:
-                    continue
-            pos = self.n_end[r]
-            if int(pos.max()) >= self.Q:
-                self._grow_slots(int(pos.max()) + 2)
-                reach = B.rsum(B.minimum(self.pre, self.piece), "int64")
+            cand = valid & ~never
+            x = B.where(cand, B.astype(B.minimum(p, self.piece), "int64"), 0)
+            before = B.cumsum(x, "int64") - x
+            nbefore = B.cumsum(cand, "int64") - B.astype(cand, "int64")
+            take = cand & ((reach[:, None] + before) < self.b_max)
+            if self.rescap is not None:
+                take &= (self.n_win[:, None] + nbefore) < self.rescap
+            if ncand is not None:
+                take &= (ncand[:, None] + nbefore) < self.kmax
+            # Consume up to the first candidate refused (the rest wait); set aside the never-runnable.
+            refused = cand & ~take
+            stop = B.where(B.rany(refused), B.rmax(B.where(refused, -j, -L)) * -1, B.minimum(avail, L))
+            consumed = valid & (j < stop[:, None])
+            nv = consumed & never
+            if bool(B.to_numpy(nv).any()):
+                self.uns_n += B.rsum(nv, "int64")
+                self.uns_tok += B.rsum(B.where(nv, B.astype(p + d, "int64"), 0), "int64")
+                rn, cn = B.nonzero2d(nv)
+                np.add.at(self.uns_arr, B.to_numpy(rn), B.to_numpy(self.f_t[rn, idx[rn, cn]]))
+            n_take = B.rsum(take, "int64")
+            need = int((self.n_end + n_take).max())
+            if need > self.Q:
+                self._grow_slots(need + 1)
+                reach = B.rsum(B.minimum(self.pre, self.piece), "int64") if self.long_prompts else self.win_pre
                 if ncand is not None:
                     ncand = B.rsum(self.pre > 0, "int64")
-                continue  # positions changed (compaction) or rows diverged: recompute
-            self.pre[r, pos] = p
-            self.dec[r, pos] = d
-            self.vd1[r, pos] = d - 1
-            if not self.any_vd0 and bool(B.to_numpy(d == 0).any()):
-                self.any_vd0 = True
-            self.arr[r, pos] = self.f_t[r, h]
-            if self.log:
-                self.rid[r, pos] = self.f_rid[r, h]
-            self.n_end[r] += 1
-            self.n_win[r] += 1
-            self.head[r] += 1
-            reach[r] += B.astype(B.minimum(p, self.piece), "int64")
-            if ncand is not None:
-                ncand[r] += 1
+                continue  # positions changed (compaction) or rows diverged: look again
+            r, c = B.nonzero2d(take)
+            if int(r.shape[0]):
+                pos = self.n_end[r] + nbefore[r, c]
+                h = idx[r, c]
+                pr, dr = p[r, c], d[r, c]
+                self.pre[r, pos] = pr
+                self.dec[r, pos] = dr
+                self.vd1[r, pos] = dr - 1
+                self.arr[r, pos] = self.f_t[r, h]
+                if self.log:
+                    self.rid[r, pos] = self.f_rid[r, h]
+                if not self.long_prompts and bool(B.to_numpy(pr > self.piece).any()):
+                    self.long_prompts = True
+                if not self.any_vd0 and bool(B.to_numpy(dr == 0).any()):
+                    self.any_vd0 = True
+                add_p = B.rsum(B.where(take, B.astype(p, "int64"), 0), "int64")
+                self.win_pre = self.win_pre + add_p
+                self.win_dec = self.win_dec + B.rsum(B.where(take, B.astype(d, "int64"), 0), "int64")
+                reach = reach + B.rsum(B.where(take, x, 0), "int64")
+                if ncand is not None:
+                    ncand = ncand + n_take
+                self.n_end = self.n_end + n_take
+                self.n_win = self.n_win + n_take
+            self.head = self.head + stop
+            # Another round only for replications that examined a full block and refused nobody.
+            if not bool(B.to_numpy((stop == L) & (avail > L)).any()):
+                return
 
     # ------------------------------------------------------------------ KV preemption
     def _preempt(self, W: int) -> None:
@@ -501,6 +540,8 @@ class _Core:
         r, last = r[ok], last[ok]
         k = self.kv[r, last]
         self.pre[r, last] += k
+        self.win_pre[r] += B.astype(k, "int64")
+        self.long_prompts = True
         self.kv[r, last] = 0
         if self.rule.needs_running:
             self.running[r, last] = False
@@ -532,8 +573,7 @@ class _Core:
         if not bool(B.to_numpy(cross).any()):
             return
         n_sys = self.n_win + (self.ap - self.head) + self.uns_n
-        back = (B.rsum(self.pre[:, :W] + self.dec[:, :W], "int64")
-                + self._fifo_sum(self.f_ctok, self.head, self.ap, "int64") + self.uns_tok)
+        back = self.win_pre + self.win_dec + self._fifo_sum(self.f_ctok, self.head, self.ap, "int64") + self.uns_tok
         while bool(B.to_numpy(cross).any()):
             r = B.nonzero(cross)[0]
             g = self.g_next[r]
@@ -571,7 +611,6 @@ class _Core:
     def step(self) -> bool:
         B = self.B
         self._ensure_arrivals(self.t, self.active)
-        self._advance_eligible(self.t)
         self._pull()
         if not bool(B.to_numpy(self.active).any()):
             return False
@@ -596,7 +635,7 @@ class _Core:
         busy = n > 0
         t = self.t
         if self.tokens_only:
-            dt = B.take_along(self.table[None, :], B.minimum(n, self.b_max)[None, :])[0]
+            dt = self.table[n]
             K = None
         else:
             K = B.rsum(B.where(gd > 0, self.kv[:, :W], 0), "int64")
@@ -624,6 +663,8 @@ class _Core:
             self.group[:, :W] = B.where(start[:, None], given0, self.group[:, :W])
         pre -= gp
         dec -= gd
+        self.win_pre -= P
+        self.win_dec -= D
         if self.track_kv:
             self.kv[:, :W] += gp + gd
         if self.rule.needs_running:
@@ -639,7 +680,6 @@ class _Core:
         self.busy_ms += B.where(busy, t_new - t, 0.0)
         # Arrivals during the batch (for the peak count; they join at the next boundary).
         self._ensure_arrivals(t_new, self.active)
-        self._advance_eligible(t_new)
         self.max_sys = B.maximum(self.max_sys, self.n_win + (self.ap - self.head) + self.uns_n)
         # Events: a decode token that is the request's first (dec == v_d − 1) or last (dec == 0), and,
         # when some request has v_d = 0, a prefill that finishes such a request.
@@ -723,8 +763,11 @@ class _Core:
         n_sys = N(self.n_win + (self.ap - self.head) + self.uns_n)
         back = N(B.rsum(self.pre[:, :W] + self.dec[:, :W], "int64")
                  + self._fifo_sum(self.f_ctok, self.head, self.ap, "int64") + self.uns_tok)
-        arr_left = N(B.rsum(B.where(live, self.arr[:, :W], 0.0), "float64")
-                     + self._fifo_sum(self.f_carr, self.head, self.ap, "float64") + self.uns_arr)
+        # Float sums on the host, in a fixed order, so every backend gives the same numbers.
+        jw = np.arange(self.C)[None, :]
+        in_fifo = (jw >= N(self.head)[:, None]) & (jw < N(self.ap)[:, None])
+        arr_left = (np.where(N(live), N(self.arr[:, :W]), 0.0).sum(axis=1)
+                    + np.where(in_fifo, N(self.f_t), 0.0).sum(axis=1) + self.uns_arr)
         # Waiting requests that can never run count as unschedulable from their arrival, as in the reference.
         uns = N(self.uns_n)
         if self.C and (self.whole or self.M is not None):

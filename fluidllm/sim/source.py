@@ -61,7 +61,7 @@ class StreamSource:
 
     def __init__(self, workloads: Sequence[Workload], replications: int, horizon_ms: float,
                  seed: np.random.Generator | int, scale: np.ndarray | None = None,
-                 per_epoch: float = 48.0) -> None:
+                 per_epoch: float = 128.0) -> None:
         self.workloads = list(workloads)
         require(len(self.workloads) > 0, "workloads", self.workloads, "must hold at least one workload")
         self.R = integer(replications, "replications", minimum=1)
@@ -142,6 +142,11 @@ class StreamSource:
 
 def _merge(times: list[np.ndarray], pre: list[np.ndarray], dec: list[np.ndarray],
            kls: list[np.ndarray]) -> ArrivalBlock:
+    if len(times) == 1:   # one workload: already sorted, inf-padded at the end
+        t = times[0]
+        counts = np.isfinite(t).sum(axis=1)
+        n = int(counts.max(initial=0))
+        return ArrivalBlock(t[:, :n], pre[0][:, :n], dec[0][:, :n], kls[0][:, :n], counts)
     t = np.concatenate(times, axis=1)
     # Stable sort by time: ties keep workload order, then draw order (as draw_requests).
     order = np.argsort(t, axis=1, kind="stable")

@@ -1,0 +1,91 @@
+"""``fluidllm.simulate``: replicated stochastic simulation of one engine of a model."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ModelError, finite_number, integer, require
+from ..model.model import Model
+from ..model.engine import Engine
+from ..model.workload import Workload
+from .core import run_core
+from .draws import Requests
+from .result import SimResult
+from .source import FixedSource, StreamSource
+
+__all__ = ["simulate", "pick_engine"]
+
+
+def pick_engine(model: Model, engine: str | None) -> tuple[Engine, list[Workload]]:
+    """The engine to simulate and its workloads (``engine`` may be omitted for one-engine models).
+
+    Raises:
+        ModelError: an unknown engine name, several engines and no name, or an engine without load.
+    """
+    require(isinstance(model, Model), "model", model, "must be a fluidllm Model (see load_model)")
+    names = list(model.engines)
+    if engine is None:
+        used = [n for n in names if model.workloads_on(n)]
+        require(len(used) == 1, "engine", None,
+                f"must name the engine to simulate; this model has workloads on {used or names}")
+        engine = used[0]
+    require(engine in model.engines, "engine", engine, f"must be one of {names}")
+    workloads = model.workloads_on(engine)
+    require(len(workloads) > 0, "engine", engine, "has no workloads to simulate")
+    return model.engines[engine], workloads
+
+
+def _loads(load: float | Sequence[float] | np.ndarray, R: int) -> np.ndarray:
+    arr = np.atleast_1d(np.asarray(load, dtype=float)) if not isinstance(load, (int, float)) else \
+        np.full(R, finite_number(load, "load", minimum=0, strict=True))
+    require(arr.ndim == 1 and arr.size in (1, R), "load", "<array>" if arr.size > 1 else float(arr[0]),
+            f"must be one number or one per replication ({R})")
+    require(bool(np.all(np.isfinite(arr) & (arr > 0))), "load", arr.tolist() if arr.size < 8 else "<array>",
+            "must be finite and > 0")
+    return np.broadcast_to(arr, (R,)).copy()
+
+
+def simulate(model: Model, *, replications: int = 16, horizon_s: float = 60.0, seed: int = 0,
+             load: float | Sequence[float] | np.ndarray = 1.0, engine: str | None = None,
+             backend: str = "numpy", grid_points: int = 200, batch_log: bool = False,
+             max_memory_mb: float = 4096.0, requests: Sequence[Requests] | None = None,
+             initial: Sequence[Sequence[int]] | None = None) -> SimResult:
+    """Simulate ``replications`` independent runs of one engine, each from empty over ``horizon_s``.
+
+    Args:
+        model: the model (single-engine, or name the engine with ``engine``).
+        replications: R, run in lock-step on arrays.
+        horizon_s: simulated seconds; each run stops at its first batch boundary at or after it.
+        seed: the random seed (arrivals and lengths are drawn by NumPy on the host, so the same seed
+            gives the same numbers on every backend).
+        load: multiplies every arrival rate; one number, or one per replication (load sweeps).
+        backend: ``numpy`` (default), ``cupy`` or ``torch``.
+        grid_points: points of the time series in [0, horizon).
+        batch_log: keep every batch's per-request tokens (small runs only).
+        max_memory_mb: a replication whose state would exceed this is stopped and reported as
+            diverged (``SimResult.diverged``, ``diverged_ms``).
+        requests: replay these pre-drawn requests (one :class:`~fluidllm.sim.draws.Requests` per
+            replication) instead of drawing; ``seed`` and ``load`` are then unused.
+        initial: requests present at time 0 in every replication (see :func:`run_core`).
+
+    Raises:
+        ModelError: bad arguments (named), an engine without workloads, a backend not installed.
+        NotImplementedError: a policy the simulator does not run yet (priority, wait, python).
+    """
+    eng, workloads = pick_engine(model, engine)
+    horizon_ms = finite_number(horizon_s, "horizon_s", minimum=0, strict=True) * 1000.0
+    if requests is not None:
+        src: Any = FixedSource(requests, horizon_ms)
+        R = src.R
+        loads = np.ones(R)
+        seed_out = None
+    else:
+        R = integer(replications, "replications", minimum=1)
+        loads = _loads(load, R)
+        seed_out = integer(seed, "seed", minimum=0)
+        src = StreamSource(workloads, R, horizon_ms, seed_out, scale=loads)
+    out = run_core(eng, src, backend=backend, grid_points=grid_points, batch_log=batch_log,
+                   max_memory_mb=max_memory_mb, initial=initial)
+    return SimResult.from_core(out, engine=eng.name, policy=eng.policy.name,
+                               work_conserving=eng.policy.work_conserving, seed=seed_out, load=loads)

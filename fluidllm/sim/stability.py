@@ -1,0 +1,232 @@
+"""``fluidllm.stability``: is an engine stable at a load, and where is a policy's stability boundary?
+
+The verdict is :func:`fluidllm.sim.verdict.backlog_verdict` on the token backlog of R replications
+simulated by the vectorized core from empty, over a horizon picked from the model's own time scales
+(:func:`fluidllm.sim.verdict.recommended_horizon_ms`): the full-batch time t(b_max), and a sojourn
+estimate of (m_d + 1 + m_p/b_max) full batches. An INCONCLUSIVE verdict doubles the horizon
+(twice at most, by default) before it is reported.
+
+Beside it, for work-conserving policies on the paper's model (token-count batch time, no k_max, no
+resident or KV cap), the fluid oracle: the backlog grows at max(0, λ(m_p + m_d) − μ*) tokens/s
+(Li, Dai, Peng, arXiv 2504.07347, Thm 2), μ* = max_{n ≤ b_max} n / t(n).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..capacity.rate import max_token_rate
+from ..errors import finite_number, integer, require
+from ..model.engine import Engine
+from ..model.model import Model
+from ..model.workload import Workload
+from .result import SimResult, _num
+from .simulate import pick_engine, simulate
+from .verdict import Verdict, backlog_verdict, recommended_horizon_ms
+
+__all__ = ["StabilityResult", "BoundaryResult", "stability", "stability_boundary", "fluid_slope_tokens_per_s",
+           "offered_tokens_per_s"]
+
+
+def offered_tokens_per_s(workloads: Sequence[Workload], load: float = 1.0) -> float:
+    """λ(m_p + m_d) summed over workloads, times ``load`` (tokens/s)."""
+    return load * sum(w.arrival.rate_per_s * w.lengths.mean_tokens for w in workloads)
+
+
+def _paper_model(engine: Engine) -> bool:
+    return (engine.batch_time.tokens_only and engine.max_batch_requests is None
+            and engine.max_resident_requests is None and engine.kv_capacity_tokens is None)
+
+
+def fluid_slope_tokens_per_s(engine: Engine, workloads: Sequence[Workload], load: float = 1.0) -> float | None:
+    """The fluid oracle's backlog slope max(0, λ(m_p + m_d) − μ*) in tokens/s, for a work-conserving
+    policy on the paper's model; None where the theorem does not give it (a policy that is not
+    work-conserving, k_max, a resident or KV cap, or a batch time that is not a function of tokens)."""
+    if not engine.policy.work_conserving or not _paper_model(engine):
+        return None
+    mu = max_token_rate(engine.batch_time, engine.token_budget).tokens_per_ms * 1000.0
+    return max(0.0, offered_tokens_per_s(workloads, load) - mu)
+
+
+def _horizon_ms(engine: Engine, workloads: Sequence[Workload], load: float) -> float:
+    t_full = float(np.asarray(engine.batch_time.batch_ms(engine.token_budget, 0, 0)))
+    mp = sum(w.arrival.rate_per_s * w.lengths.mean_prefill for w in workloads)
+    md = sum(w.arrival.rate_per_s * w.lengths.mean_decode for w in workloads)
+    lam = sum(w.arrival.rate_per_s for w in workloads)
+    sojourn = (md / lam + 1.0 + (mp / lam) / engine.token_budget) * t_full if lam > 0 else t_full
+    return recommended_horizon_ms(t_full, sojourn, max(offered_tokens_per_s(workloads, load), 1e-9))
+
+
+@dataclass(frozen=True, eq=False)
+class StabilityResult:
+    """Stability of one engine at one load (:func:`stability`).
+
+    Attributes:
+        verdict: ``STABLE``, ``UNSTABLE`` or ``INCONCLUSIVE``.
+        slope_tokens_per_s, slope_interval: the estimated backlog growth rate and its (1 − α)
+            interval (tokens/s).
+        fluid_slope_tokens_per_s: the fluid oracle's slope, or None where it does not apply.
+        offered_tokens_per_s: λ(m_p + m_d) at this load.
+        reason, test: why, and the test with its error rates.
+        horizons_s: every horizon simulated (the last one decided).
+        details: the full :class:`~fluidllm.sim.verdict.Verdict`; ``sim``: the last simulation.
+    """
+
+    engine: str
+    policy: str
+    work_conserving: bool
+    load: float
+    verdict: str
+    slope_tokens_per_s: float
+    slope_interval: tuple[float, float]
+    fluid_slope_tokens_per_s: float | None
+    offered_tokens_per_s: float
+    reason: str
+    test: str
+    replications: int
+    seed: int
+    horizons_s: tuple[float, ...]
+    diverged: int
+    details: Verdict = field(repr=False)
+    sim: SimResult = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"engine": self.engine, "policy": self.policy, "work_conserving": self.work_conserving,
+                "load": self.load, "verdict": self.verdict, "slope_tokens_per_s": _num(self.slope_tokens_per_s),
+                "slope_interval": [_num(self.slope_interval[0]), _num(self.slope_interval[1])],
+                "fluid_slope_tokens_per_s": _num(self.fluid_slope_tokens_per_s),
+                "offered_tokens_per_s": _num(self.offered_tokens_per_s), "reason": self.reason, "test": self.test,
+                "replications": self.replications, "seed": self.seed, "horizon_s": self.horizons_s[-1],
+                "horizons_s": list(self.horizons_s), "diverged": self.diverged, "details": self.details.to_dict()}
+
+    def line(self) -> str:
+        """One line: verdict, slope with interval, fluid oracle."""
+        lo, hi = self.slope_interval
+        fl = "n/a" if self.fluid_slope_tokens_per_s is None else f"{self.fluid_slope_tokens_per_s:.4g}"
+        return (f"{self.policy:<26} load {self.load:<5g} {self.verdict:<12} slope {self.slope_tokens_per_s:9.4g} "
+                f"tokens/s [{lo:.4g}, {hi:.4g}]  fluid {fl}  ({self.horizons_s[-1]:g} s x {self.replications})")
+
+
+def _verdict_of(sim: SimResult, rows: np.ndarray, offered: float, alpha: float, tolerance: float) -> Verdict:
+    back = sim.series_backlog_tokens[rows].astype(float)
+    return backlog_verdict(sim.grid_ms, back, offered_tokens_per_s=offered, alpha=alpha, tolerance=tolerance)
+
+
+def stability(model: Model, *, load: float = 1.0, replications: int = 16, horizon_s: float | None = None,
+              seed: int = 0, engine: str | None = None, backend: str = "numpy", alpha: float = 0.01,
+              tolerance: float = 0.02, extensions: int = 2, max_memory_mb: float = 4096.0) -> StabilityResult:
+    """Is ``engine`` stable at ``load`` × the model's arrival rates?
+
+    Simulates ``replications`` runs from empty (default horizon from the model's time scales) and
+    applies :func:`~fluidllm.sim.verdict.backlog_verdict` (α: error rate of a wrong definite
+    verdict; tolerance: growth below tolerance × offered tokens/s counts as none). INCONCLUSIVE
+    doubles the horizon up to ``extensions`` times. Replications that reach the memory cap
+    (diverged) make the verdict UNSTABLE only if the others' backlog grows too; else INCONCLUSIVE.
+
+    Raises:
+        ModelError: bad arguments, named.
+    """
+    eng, workloads = pick_engine(model, engine)
+    load = finite_number(load, "load", minimum=0, strict=True)
+    R = integer(replications, "replications", minimum=2)
+    extensions = integer(extensions, "extensions", minimum=0)
+    offered = offered_tokens_per_s(workloads, load)
+    require(offered > 0, "load", load, "must give a positive offered load (every arrival rate is 0)")
+    H = (finite_number(horizon_s, "horizon_s", minimum=0, strict=True) * 1000.0 if horizon_s is not None
+         else _horizon_ms(eng, workloads, load))
+    horizons = []
+    for attempt in range(extensions + 1):
+        sim = simulate(model, replications=R, horizon_s=H / 1000.0, seed=seed, load=load, engine=eng.name,
+                       backend=backend, max_memory_mb=max_memory_mb)
+        horizons.append(H / 1000.0)
+        ok = ~sim.diverged
+        v = _verdict_of(sim, np.flatnonzero(ok) if ok.sum() >= 2 else np.arange(R), offered, alpha, tolerance)
+        verdict, reason = v.verdict, v.reason
+        n_div = int(sim.diverged.sum())
+        if n_div and verdict != "UNSTABLE":
+            verdict = "INCONCLUSIVE"
+            reason = f"{n_div} of {R} replications reached the memory cap ({max_memory_mb:g} MiB); " + reason
+        if verdict != "INCONCLUSIVE" or attempt == extensions:
+            break
+        H *= 2
+    return StabilityResult(
+        engine=eng.name, policy=eng.policy.name, work_conserving=eng.policy.work_conserving, load=load,
+        verdict=verdict, slope_tokens_per_s=v.slope_tokens_per_s, slope_interval=tuple(v.slope_interval),
+        fluid_slope_tokens_per_s=fluid_slope_tokens_per_s(eng, workloads, load), offered_tokens_per_s=offered,
+        reason=reason, test=v.test, replications=R, seed=seed, horizons_s=tuple(horizons), diverged=n_div,
+        details=v, sim=sim)
+
+
+@dataclass(frozen=True)
+class BoundaryResult:
+    """A bracket [stable_load, unstable_load] on a policy's maximum stable load (:func:`stability_boundary`).
+
+    ``stable_load``: the largest load found STABLE (None if none); ``unstable_load``: the smallest
+    load above it found UNSTABLE (None if none). ``rounds``: per round, the loads tried and their
+    verdicts. Loads multiply the model's arrival rates.
+    """
+
+    engine: str
+    policy: str
+    stable_load: float | None
+    unstable_load: float | None
+    rounds: tuple[tuple[tuple[float, str, float], ...], ...]
+    replications: int
+    horizon_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"engine": self.engine, "policy": self.policy, "stable_load": self.stable_load,
+                "unstable_load": self.unstable_load, "replications": self.replications, "horizon_s": self.horizon_s,
+                "rounds": [[{"load": l, "verdict": v, "slope_tokens_per_s": _num(s)} for l, v, s in r]
+                           for r in self.rounds]}
+
+
+def stability_boundary(model: Model, *, lo: float = 0.5, hi: float = 1.5, points: int = 8, rounds: int = 2,
+                       replications: int = 8, horizon_s: float | None = None, seed: int = 0,
+                       engine: str | None = None, backend: str = "numpy", alpha: float = 0.01,
+                       tolerance: float = 0.02) -> BoundaryResult:
+    """Bracket the largest stable load between ``lo`` and ``hi`` (multiples of the model's rates).
+
+    Each round simulates ``points`` loads × ``replications`` runs in ONE vectorized run (every
+    replication carries its own load), takes a verdict per load, and narrows the bracket to the
+    largest STABLE load and the smallest UNSTABLE load above it; INCONCLUSIVE loads stay inside.
+
+    Raises:
+        ModelError: bad arguments, named.
+    """
+    eng, workloads = pick_engine(model, engine)
+    lo = finite_number(lo, "lo", minimum=0, strict=True)
+    hi = finite_number(hi, "hi", minimum=0, strict=True)
+    require(hi > lo, "hi", hi, f"must be > lo = {lo}")
+    points = integer(points, "points", minimum=2)
+    rounds = integer(rounds, "rounds", minimum=1)
+    R = integer(replications, "replications", minimum=2)
+    H = (finite_number(horizon_s, "horizon_s", minimum=0, strict=True) * 1000.0 if horizon_s is not None
+         else _horizon_ms(eng, workloads, 1.0))
+    stable, unstable = None, None
+    log = []
+    for k in range(rounds):
+        loads = np.linspace(lo, hi, points)
+        sim = simulate(model, replications=points * R, horizon_s=H / 1000.0, seed=seed + k, engine=eng.name,
+                       backend=backend, load=np.repeat(loads, R))
+        row = []
+        for i, x in enumerate(loads):
+            v = _verdict_of(sim, np.arange(i * R, (i + 1) * R), offered_tokens_per_s(workloads, float(x)), alpha,
+                            tolerance)
+            row.append((float(x), v.verdict, v.slope_tokens_per_s))
+        log.append(tuple(row))
+        st = [x for x, v, _ in row if v == "STABLE"]
+        if st:
+            stable = max(st) if stable is None else max(stable, max(st))
+        un = [x for x, v, _ in row if v == "UNSTABLE" and (stable is None or x > stable)]
+        if un:
+            unstable = min(un) if unstable is None else min(unstable, min(un))
+        new_lo = stable if stable is not None else lo
+        new_hi = unstable if unstable is not None else hi
+        if new_hi <= new_lo or (new_lo, new_hi) == (lo, hi):
+            break
+        lo, hi = new_lo, new_hi
+    return BoundaryResult(eng.name, eng.policy.name, stable, unstable, tuple(log), R, H / 1000.0)
