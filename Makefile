@@ -26,6 +26,8 @@ DEMO_MODELS := examples/paper_codellama_b512.toml examples/vertex_c_kmax100.toml
 demo: $(STAMP)
 	@for f in $(DEMO_MODELS); do $(VENV)/bin/fluidllm capacity $$f || exit $$?; echo; done
 	@$(VENV)/bin/fluidllm region examples/vertex_c_kmax100.toml
+	@echo
+	@$(PY) scripts/demo_stability.py
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest -q

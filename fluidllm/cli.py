@@ -95,6 +95,109 @@ def cmd_presets(a: argparse.Namespace) -> int:
     return 0
 
 
+def _sim_model(a: argparse.Namespace):
+    """The model of ``a.model`` with ``--policy`` applied, the engine name to simulate, and the load."""
+    from .errors import finite_number
+    from .model.io import load_model
+    from .model.policy import PolicySpec
+
+    load = 1.0 if a.load is None else finite_number(a.load, "--load", minimum=0, strict=True)
+    m = load_model(a.model)
+    engine = a.engine
+    if engine is not None and engine not in m.engines:
+        raise ModelError("--engine", engine, f"must be one of {sorted(m.engines)}")
+    if a.policy is not None:
+        spec = PolicySpec(a.policy)
+        if engine is None:
+            if len(m.engines) != 1:
+                raise ModelError("--engine", None, f"must name the engine whose policy --policy replaces; "
+                                 f"this model has engines {sorted(m.engines)}")
+            engine = next(iter(m.engines))
+        m = m.with_engine(engine, policy=spec)
+    return m, engine, load
+
+
+def cmd_simulate(a: argparse.Namespace) -> int:
+    from .sim.simulate import simulate
+
+    m, engine, load = _sim_model(a)
+    res = simulate(m, replications=a.replications, horizon_s=a.horizon_s, seed=a.seed, load=load, engine=engine,
+                   backend=a.backend)
+    _emit(res.to_dict(series=a.series), a.json, res.table)
+    return 0
+
+
+def _parse_boundary(text: str) -> tuple[float, float]:
+    from .errors import finite_number
+
+    parts = text.split(":")
+    if len(parts) != 2:
+        raise ModelError("--boundary", text, "must be LO:HI, two loads with 0 < LO < HI (e.g. 0.8:1.6)")
+    try:
+        lo, hi = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise ModelError("--boundary", text, "must be LO:HI, two numbers with 0 < LO < HI (e.g. 0.8:1.6)") from None
+    lo = finite_number(lo, "--boundary LO", minimum=0, strict=True)
+    hi = finite_number(hi, "--boundary HI", minimum=0, strict=True)
+    if not hi > lo:
+        raise ModelError("--boundary", text, "must be LO:HI with 0 < LO < HI")
+    return lo, hi
+
+
+def _boundary_text(b: dict) -> str:
+    def g(x):
+        return "none found" if x is None else f"{x:g}"
+
+    lines = [f"stability boundary of {b['policy']} on {b['engine']} (loads multiply the file's arrival rates; "
+             f"{b['replications']} replications x {b['horizon_s']:g} s per load):",
+             f"  largest STABLE load {g(b['stable_load'])}, smallest UNSTABLE load above it {g(b['unstable_load'])}"]
+    for k, row in enumerate(b["rounds"], 1):
+        lines.append(f"  round {k}: " + ", ".join(f"{r['load']:.4g} {r['verdict']}" for r in row))
+    return "\n".join(lines)
+
+
+def cmd_stability(a: argparse.Namespace) -> int:
+    from .sim.stability import stability, stability_boundary
+
+    bounds = _parse_boundary(a.boundary) if a.boundary is not None else None
+    m, engine, load = _sim_model(a)
+    res = stability(m, load=load, replications=a.replications, horizon_s=a.horizon_s, seed=a.seed, engine=engine,
+                    backend=a.backend, alpha=a.alpha, tolerance=a.tolerance)
+    d = res.to_dict()
+    if bounds is not None:
+        d["boundary"] = stability_boundary(m, lo=bounds[0], hi=bounds[1], replications=a.replications,
+                                           horizon_s=a.horizon_s, seed=a.seed, engine=engine, backend=a.backend,
+                                           alpha=a.alpha, tolerance=a.tolerance).to_dict()
+
+    def text() -> str:
+        hs = ", ".join(f"{h:g}" for h in res.horizons_s)
+        how = "given by --horizon-s" if a.horizon_s is not None else "chosen from the model's time scales"
+        out = [res.line(), f"  {res.reason}", f"  horizon {hs} s ({how}; INCONCLUSIVE doubles it)"]
+        if "boundary" in d:
+            out.append(_boundary_text(d["boundary"]))
+        return "\n".join(out)
+
+    _emit(d, a.json, text)
+    return 0
+
+
+def _sim_options(s: argparse.ArgumentParser, horizon_default: float | None) -> None:
+    s.add_argument("model", help="model TOML file")
+    s.add_argument("--load", type=float, help="multiply every arrival rate by this factor (default 1)")
+    s.add_argument("--policy", help="replace the simulated engine's policy by this one (default flags)")
+    s.add_argument("--engine", help="the engine to simulate (needed when the model has several)")
+    s.add_argument("--replications", type=int, default=16, help="independent runs, simulated together (default 16)")
+    if horizon_default is None:
+        s.add_argument("--horizon-s", type=float, default=None,
+                       help="simulated seconds per run (default: chosen from the model's time scales)")
+    else:
+        s.add_argument("--horizon-s", type=float, default=horizon_default,
+                       help=f"simulated seconds per run (default {horizon_default:g})")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--backend", choices=["numpy", "cupy", "torch"], default="numpy", help="array backend")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fluidllm", description="Capacity of LLM inference engines and agent networks.")
     p.add_argument("--version", action="version", version=f"fluidllm {__import__('fluidllm').__version__}")
@@ -124,6 +227,20 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_calibrate)
 
+    s = sub.add_parser("simulate", help="replicated stochastic simulation of one engine: throughput, latencies")
+    _sim_options(s, 60.0)
+    s.add_argument("--series", action="store_true", help="with --json: add the time series")
+    s.set_defaults(func=cmd_simulate)
+
+    s = sub.add_parser("stability", help="STABLE / UNSTABLE / INCONCLUSIVE verdict at a load, fluid oracle beside")
+    _sim_options(s, None)
+    s.add_argument("--alpha", type=float, default=0.01, help="error rate of a wrong definite verdict (default 0.01)")
+    s.add_argument("--tolerance", type=float, default=0.02,
+                   help="backlog growth below this fraction of the offered tokens/s counts as none (default 0.02)")
+    s.add_argument("--boundary", metavar="LO:HI",
+                   help="also bracket the largest stable load between LO and HI (multiples of the file's rates)")
+    s.set_defaults(func=cmd_stability)
+
     s = sub.add_parser("presets", help="list the shipped batch-time presets with their sources")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_presets)
@@ -136,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except NotImplementedError as e:  # a feature the simulator does not run yet (e.g. the priority policy)
+        if not str(e):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
 
