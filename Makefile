@@ -33,8 +33,13 @@ test: $(TEST_STAMP)
 	$(PY) -m pytest -q
 	$(PY) -m proofs_checks
 
-bench: $(STAMP)
+$(VENV)/.installed-bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	touch $@
+
+bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/capacity_speed.py
+	$(PY) benchmarks/sim_speed.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
