@@ -40,10 +40,34 @@ def fcfs_fill(B: Backend, x: Any, budget: Any, slots: Any | None, whole: bool) -
         left (``slots_left`` is None when ``slots`` is None).
     """
     total = B.rsum(x, "int32")
-    if bool((total <= budget).all()) and (slots is None or bool((B.rsum(x > 0, "int32") <= slots).all())):
+    off = budget == 0        # stopped replications (and full batches) take nothing
+    if bool(((total <= budget) | off).all()) and (slots is None or bool((B.rsum(x > 0, "int32") <= slots).all())):
         # Everyone asking fits in every replication (the common case for decodes): no prefix sum needed.
         # (A copy: x may be a view of the state, e.g. the prefill left, which the core then updates.)
-        return B.copy(x), budget - total, (None if slots is None else slots - B.rsum(x > 0, "int32"))
+        if bool(off.any()):
+            give = B.where(off[:, None], 0, x)
+            total = B.rsum(give, "int32")
+        else:
+            give = B.copy(x)
+        return give, budget - total, (None if slots is None else slots - B.rsum(give > 0, "int32"))
+    # Few candidates (prompts in progress are a handful among many decoders): walk a packed
+    # (R, K) copy of the candidates instead of every slot; the result is the same.
+    ask = x > 0
+    r, c = B.nonzero2d(ask)
+    nnz = int(r.shape[0])
+    if nnz * 4 < x.shape[0] * x.shape[1]:
+        n_r = B.bincount(r, x.shape[0])
+        k = B.arange(nnz) - (B.cumsum(n_r[None, :], "int64")[0] - n_r)[r]
+        X = B.zeros((x.shape[0], max(int(n_r.max()) if nnz else 0, 1)), "int32")
+        X[r, k] = x[r, c]
+        g, budget, slots = _fill(B, X, budget, slots, whole)
+        give = B.zeros(x.shape, "int32")
+        give[r, c] = g[r, k]
+        return give, budget, slots
+    return _fill(B, x, budget, slots, whole)
+
+
+def _fill(B: Backend, x: Any, budget: Any, slots: Any | None, whole: bool) -> tuple[Any, Any, Any]:
     cx = B.cumsum(x, "int32")
     b = budget[:, None]
     if whole:

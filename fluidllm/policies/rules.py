@@ -7,7 +7,8 @@ one request at a time, are in :mod:`fluidllm.sim.reference`; the tests check tha
 batch for batch.
 
 A rule receives a :class:`SlotState` — the resident requests of every replication in FCFS order
-— and returns ``(prefill_tokens, decode_tokens)``, two (R, W) int32 arrays.
+— and returns ``(prefill_tokens, decode_tokens)``, two (R, W) int32 arrays, optionally followed by
+their per-replication totals (P, D) when the rule has them for free.
 """
 from __future__ import annotations
 
@@ -113,16 +114,16 @@ def _vllm(B: Backend, s: SlotState, spec: PolicySpec) -> tuple[Any, Any]:
     return _split(B, s, give)
 
 
-def _orca(B: Backend, s: SlotState, spec: PolicySpec) -> tuple[Any, Any]:
+def _orca(B: Backend, s: SlotState, spec: PolicySpec) -> tuple[Any, ...]:
     gp, budget, slots = fcfs_fill(B, _chunk(B, s, spec.flag("chunk_size")), s.budget, s.slots, whole=False)
-    gd, _, _ = fcfs_fill(B, _i32(B, _decoding(s)), budget, slots, whole=False)
-    return gp, gd
+    gd, left, _ = fcfs_fill(B, _i32(B, _decoding(s)), budget, slots, whole=False)
+    return gp, gd, s.budget - budget, budget - left     # (P and D from the budget accounting)
 
 
-def _sarathi(B: Backend, s: SlotState, spec: PolicySpec) -> tuple[Any, Any]:
+def _sarathi(B: Backend, s: SlotState, spec: PolicySpec) -> tuple[Any, ...]:
     gd, budget, slots = fcfs_fill(B, _i32(B, _decoding(s)), s.budget, s.slots, whole=False)
-    gp, _, _ = fcfs_fill(B, _chunk(B, s, spec.flag("chunk_size")), budget, slots, whole=False)
-    return gp, gd
+    gp, left, _ = fcfs_fill(B, _chunk(B, s, spec.flag("chunk_size")), budget, slots, whole=False)
+    return gp, gd, budget - left, s.budget - budget
 
 
 def _kfcfs(B: Backend, s: SlotState, spec: PolicySpec) -> tuple[Any, Any]:

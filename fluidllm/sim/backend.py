@@ -73,6 +73,13 @@ class Backend:
     def rmax(self, a: Any) -> Any:
         return a.max(axis=1)
 
+    def rmin(self, a: Any) -> Any:
+        return a.min(axis=1)
+
+    def colany(self, a: Any) -> Any:
+        """Any along the replication axis (axis 0): which slots are used by someone."""
+        return a.any(axis=0)
+
     def minimum(self, a: Any, b: Any) -> Any:
         return self.xp.minimum(a, b)
 
@@ -104,6 +111,10 @@ class Backend:
 
     def concat(self, a: Any, b: Any) -> Any:
         return self.xp.concatenate([a, b])
+
+    def bincount(self, a: Any, n: int) -> Any:
+        """Counts of 0..n-1 in the integer array ``a`` (int64)."""
+        return self.xp.bincount(a, minlength=n).astype("int64")
 
     def bincount_into(self, hist: Any, flat_index: Any) -> None:
         """``hist.ravel()[i] += 1`` for every i in ``flat_index`` (repeats counted)."""
@@ -183,6 +194,12 @@ class _TorchBackend(Backend):
     def rmax(self, a: Any) -> Any:
         return a.amax(dim=1)
 
+    def rmin(self, a: Any) -> Any:
+        return a.amin(dim=1)
+
+    def colany(self, a: Any) -> Any:
+        return a.any(dim=0)
+
     def minimum(self, a: Any, b: Any) -> Any:
         a, b = self._tensors(a, b)
         return self.torch.minimum(a, b)
@@ -209,6 +226,9 @@ class _TorchBackend(Backend):
 
     def concat(self, a: Any, b: Any) -> Any:
         return self.torch.cat([a, b])
+
+    def bincount(self, a: Any, n: int) -> Any:
+        return self.torch.bincount(a.to(self.torch.int64), minlength=n)
 
     def bincount_into(self, hist: Any, flat_index: Any) -> None:
         flat = hist.view(-1)

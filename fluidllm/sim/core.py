@@ -172,10 +172,7 @@ class _Core:
         if self.rescap is not None and self.n_init > self.rescap:
             raise ModelError("initial", f"<{self.n_init} requests>",
                              f"must not exceed max_resident_requests = {self.rescap} in the vectorized core")
-        Q = 64
-        while Q < self.n_init + 8:
-            Q *= 2
-        self.Q = Q
+        self.Q = Q = self._width(self.n_init)
         self.slot_dtypes = {"pre": "int32", "dec": "int32", "arr": "float64", "first": "float64", "vd1": "int32"}
         self.pre = B.zeros((R, Q), "int32")
         self.dec = B.zeros((R, Q), "int32")
@@ -292,46 +289,56 @@ class _Core:
     def _compact(self) -> None:
         """Squeeze completed requests' holes out of the slots (FCFS order kept)."""
         B = self.B
-        W = int(self.n_end.max()) if self.R else 0
-        if W == 0:
-            return
-        live = (self.pre[:, :W] + self.dec[:, :W]) > 0
-        pos = B.cumsum(live, "int64") - 1
-        r, c = B.nonzero2d(live)
+        W = self.Q
+        live = (self.pre + self.dec) > 0
         n_live = B.rsum(live, "int64")
-        # src[r, k] = the slot that becomes slot k (one scatter), then one gather per array.
-        src = B.zeros((self.R, W), "int64") + (W - 1)
-        src[r, pos[r, c]] = c
-        keep = B.arange(W)[None, :] < n_live[:, None]
+        r, c = B.nonzero2d(live)                       # row-major: FCFS order within each row
+        start = B.cumsum(n_live[None, :], "int64")[0] - n_live
+        newc = B.arange(int(r.shape[0])) - start[r]     # rank of the live slot within its row
+        src, dst = r * W + c, r * W + newc            # flat indices: far faster than (r, c) pairs
+        for name, dt in self.slot_dtypes.items():
+            a = getattr(self, name).reshape(-1)
+            vals = a[src]
+            a[:] = self._SLOT_FILL.get(name, 0)
+            a[dst] = vals
+        self.n_end = n_live
+        # Keep the slot arrays tight: every per-batch operation runs over their full width.
+        Q = self._width(int(n_live.max()))
+        if Q < self.Q:
+            self._resize(Q)
+
+    _SLOT_FILL = {"first": math.nan, "vd1": -1}
+
+    def _resize(self, Q: int) -> None:
+        """Reallocate the slot arrays with width Q (keeping the first min(Q, old Q) slots)."""
+        B = self.B
+        keep = min(Q, self.Q)
         for name, dt in self.slot_dtypes.items():
             a = getattr(self, name)
-            moved = B.take_along(a[:, :W], src)
-            empty = math.nan if name == "first" else 0
-            a[:, :W] = B.where(keep, moved, empty)
-        self.n_end = n_live
+            new = B.full((self.R, Q), self._SLOT_FILL.get(name, 0), dt)
+            new[:, :keep] = a[:, :keep]
+            setattr(self, name, new)
+        self.Q = Q
+
+    @staticmethod
+    def _width(n: int) -> int:
+        """Slot width for n occupied slots: a little headroom, a multiple of 16."""
+        return max(16, -(-(n + n // 8 + 8) // 16) * 16)
 
     def _grow_slots(self, need: int) -> None:
-        """Make room for ``need`` slots per replication (compacting, then doubling Q)."""
-        B = self.B
+        """Make room for ``need`` slots per replication (compacting first, then widening)."""
         if need <= self.Q:
             return
         self._compact()
         need = max(need, int(self.n_end.max()) + 1)
         if need <= self.Q:
             return
-        Q = self.Q
-        while Q < need:
-            Q *= 2
+        Q = max(self._width(need), self.Q + self.Q // 4)
         extra = (Q - self.Q) * self.R * sum(np.dtype(dt).itemsize for dt in self.slot_dtypes.values())
         if self._state_bytes() + extra > self.mem_cap:
             self._diverge(self.n_end >= self.Q)
             return
-        for name, dt in self.slot_dtypes.items():
-            a = getattr(self, name)
-            big = B.full((self.R, Q), math.nan, "float64") if name == "first" else B.zeros((self.R, Q), dt)
-            big[:, : self.Q] = a
-            setattr(self, name, big)
-        self.Q = Q
+        self._resize(Q)
         self._account()
 
     # ------------------------------------------------------------------ the FIFO
@@ -363,25 +370,30 @@ class _Core:
         idx = B.asarray(np.minimum(head[:, None] + np.arange(C)[None, :], max(self.C - 1, 0)))
         valid = B.asarray(np.arange(C)[None, :] < keep[:, None])
 
+        flat_src = self.rows[:, None] * max(self.C, 1) + idx
+
         def shifted(a: Any, fill: Any, dt: str) -> Any:
             if self.C == 0:
                 return B.full((self.R, C), fill, dt)
-            return B.where(valid, B.take_along(a, idx), fill)
+            return B.where(valid, a.reshape(-1)[flat_src], fill)
 
         f_t = shifted(self.f_t, math.inf, "float64")
         f_p = shifted(self.f_p, 0, "int32")
         f_d = shifted(self.f_d, 0, "int32")
-        f_rid = shifted(self.f_rid, 0, "int64")
+        f_rid = shifted(self.f_rid, 0, "int64") if self.log else self.f_rid
         self.ap = self.ap - self.head
         self.head = B.zeros(self.R, "int64")
         if n:
-            r, j = np.nonzero(np.arange(n)[None, :] < counts[:, None])
+            flat = np.flatnonzero(np.arange(n)[None, :] < counts[:, None])
+            r, j = flat // n, flat % n
             cols = keep[r] + j
-            rr, cc = B.asarray(r), B.asarray(cols)
-            f_t[rr, cc] = B.asarray(blk.times_ms[r, j], "float64")
-            f_p[rr, cc] = B.asarray(blk.prefill[r, j], "int32")
-            f_d[rr, cc] = B.asarray(blk.decode[r, j], "int32")
-            f_rid[rr, cc] = B.asarray(self.next_rid[r] + j, "int64")
+            dst = B.asarray(r * C + cols)
+            src = r * blk.times_ms.shape[1] + j
+            f_t.reshape(-1)[dst] = B.asarray(blk.times_ms.reshape(-1)[src], "float64")
+            f_p.reshape(-1)[dst] = B.asarray(blk.prefill.reshape(-1)[src], "int32")
+            f_d.reshape(-1)[dst] = B.asarray(blk.decode.reshape(-1)[src], "int32")
+            if self.log:
+                f_rid.reshape(-1)[dst] = B.asarray(self.next_rid[r] + j, "int64")
             self.next_rid += counts
             self.arrived += B.asarray(counts)
         self.tail = B.asarray(keep + counts)
@@ -417,16 +429,20 @@ class _Core:
             self._append_block()
 
     def _advance_eligible(self, t: Any) -> None:
-        """Move each row's eligibility pointer past arrivals at or before ``t``."""
+        """Move each row's eligibility pointer past arrivals at or before ``t`` (FIFO times are sorted
+        and ``inf`` past the tail), looking 8 arrivals ahead at a time."""
         B = self.B
         if self.C == 0:
             return
+        L = 8
+        j = B.arange(L)[None, :]
         while True:
-            nxt = self.f_t[self.rows, B.minimum(self.ap, self.C - 1)]
-            move = (self.ap < self.tail) & (nxt <= t)
-            if not bool(B.to_numpy(move).any()):
+            idx = B.minimum(self.ap[:, None] + j, self.C - 1)
+            nxt = self.f_t.reshape(-1)[self.rows[:, None] * self.C + idx]
+            move = B.rsum((nxt <= t[:, None]) & ((self.ap[:, None] + j) < self.tail[:, None]), "int64")
+            self.ap = self.ap + move
+            if not bool(B.to_numpy(move == L).any()):
                 return
-            self.ap = self.ap + B.astype(move, "int64")
 
     # ------------------------------------------------------------------ admission into the slots
     def _pull(self) -> None:
@@ -435,8 +451,8 @@ class _Core:
         prompts / max_resident_requests requests are there). Requests that can never run are set
         aside as they come. Up to ``L`` waiting requests per replication are examined at once."""
         B = self.B
-        W = max(int(self.n_end.max()), 1)
-        pre = self.pre[:, :W]
+        W = self.Q
+        pre = self.pre
         # reach = Σ min(prefill left, piece) over the slots; it is the tracked Σ prefill left unless a
         # prompt longer than the piece was ever taken in (or a recompute made one).
         reach = B.rsum(B.minimum(pre, self.piece), "int64") if self.long_prompts else self.win_pre
@@ -455,32 +471,34 @@ class _Core:
             j = B.arange(L)[None, :]
             valid = j < avail[:, None]
             idx = B.minimum(self.head[:, None] + j, self.C - 1)
-            rows = self.rows[:, None]
-            p = self.f_p[rows, idx]
-            d = self.f_d[rows, idx]
-            never = (p > self.b_max) if self.whole else B.zeros(p.shape, "bool")
-            if self.M is not None:
-                never = never | ((p + d) > self.M)   # can never finish within KV memory
-            cand = valid & ~never
+            flat = self.rows[:, None] * self.C + idx          # flat gathers: far faster than 2-D fancy indexing
+            p = self.f_p.reshape(-1)[flat]
+            d = self.f_d.reshape(-1)[flat]
+            simple = not (self.whole or self.M is not None or self.rescap is not None or ncand is not None)
+            if simple:                  # every waiting request can run: candidates = a prefix
+                never = None
+                cand = valid
+                nbefore = j
+            else:
+                never = (p > self.b_max) if self.whole else B.zeros(p.shape, "bool")
+                if self.M is not None:
+                    never = never | ((p + d) > self.M)   # can never finish within KV memory
+                cand = valid & ~never
+                nbefore = B.cumsum(cand, "int64") - B.astype(cand, "int64")
             x = B.where(cand, B.astype(B.minimum(p, self.piece), "int64"), 0)
             before = B.cumsum(x, "int64") - x
-            nbefore = B.cumsum(cand, "int64") - B.astype(cand, "int64")
             take = cand & ((reach[:, None] + before) < self.b_max)
             if self.rescap is not None:
                 take &= (self.n_win[:, None] + nbefore) < self.rescap
             if ncand is not None:
                 take &= (ncand[:, None] + nbefore) < self.kmax
-            # Consume up to the first candidate refused (the rest wait); set aside the never-runnable.
-            refused = cand & ~take
-            stop = B.where(B.rany(refused), B.rmax(B.where(refused, -j, -L)) * -1, B.minimum(avail, L))
-            consumed = valid & (j < stop[:, None])
-            nv = consumed & never
-            if bool(B.to_numpy(nv).any()):
-                self.uns_n += B.rsum(nv, "int64")
-                self.uns_tok += B.rsum(B.where(nv, B.astype(p + d, "int64"), 0), "int64")
-                rn, cn = B.nonzero2d(nv)
-                np.add.at(self.uns_arr, B.to_numpy(rn), B.to_numpy(self.f_t[rn, idx[rn, cn]]))
             n_take = B.rsum(take, "int64")
+            # Consume up to the first candidate refused (the rest wait); set aside the never-runnable.
+            if simple:
+                stop = n_take
+            else:
+                refused = cand & ~take
+                stop = B.rmin(B.where(refused, j, B.minimum(avail, L)[:, None]))
             need = int((self.n_end + n_take).max())
             if need > self.Q:
                 self._grow_slots(need + 1)
@@ -488,9 +506,15 @@ class _Core:
                 if ncand is not None:
                     ncand = B.rsum(self.pre > 0, "int64")
                 continue  # positions changed (compaction) or rows diverged: look again
+            nv = None if never is None else valid & (j < stop[:, None]) & never
+            if nv is not None and bool(B.to_numpy(nv).any()):
+                self.uns_n += B.rsum(nv, "int64")
+                self.uns_tok += B.rsum(B.where(nv, B.astype(p + d, "int64"), 0), "int64")
+                rn, cn = B.nonzero2d(nv)
+                np.add.at(self.uns_arr, B.to_numpy(rn), B.to_numpy(self.f_t[rn, idx[rn, cn]]))
             r, c = B.nonzero2d(take)
             if int(r.shape[0]):
-                pos = self.n_end[r] + nbefore[r, c]
+                pos = self.n_end[r] + (c if simple else nbefore[r, c])
                 h = idx[r, c]
                 pr, dr = p[r, c], d[r, c]
                 self.pre[r, pos] = pr
@@ -561,7 +585,10 @@ class _Core:
         state = SlotState(self.pre[:, :W], self.dec[:, :W], budget, slots, self.b_max,
                           self.running[:, :W] if self.rule.needs_running else None,
                           self.group[:, :W] if self.rule.needs_group else None)
-        gp, gd = self.rule.plan(B, state, self.spec)
+        out = self.rule.plan(B, state, self.spec)
+        gp, gd = out[0], out[1]
+        if len(out) == 4:
+            return gp, gd, B.astype(out[2], "int64"), B.astype(out[3], "int64"), kv_used
         return gp, gd, B.rsum(gp, "int64"), B.rsum(gd, "int64"), kv_used
 
     # ------------------------------------------------------------------ one lock-step batch
@@ -589,7 +616,7 @@ class _Core:
         """Queue latency events (replication ``r``, value ``x`` ms); :meth:`_flush` adds them up."""
         self._events[kind].append((self.B.to_numpy(r), self.B.to_numpy(x)))
         self._n_events += int(r.shape[0])
-        if self._n_events > 4 * self.R + 65536:
+        if self._n_events > 16 * self.R + 262144:
             self._flush()
 
     def _flush(self) -> None:
@@ -604,8 +631,7 @@ class _Core:
             self.lat_n[kind] += np.bincount(r, minlength=self.R)
             b = np.floor(np.log10(np.maximum(x, 1e-300) / HIST_MIN_MS) * HIST_BINS_PER_DECADE)
             flat = r * _NB + np.clip(b, 0, _NB - 1).astype(np.int64)
-            u, k = np.unique(flat, return_counts=True)
-            self.hist[kind].reshape(-1)[u] += k.astype(self.hist[kind].dtype)
+            self.hist[kind].reshape(-1)[:] += np.bincount(flat, minlength=self.R * _NB).astype(np.int32)
         self._n_events = 0
 
     def step(self) -> bool:
@@ -614,8 +640,7 @@ class _Core:
         self._pull()
         if not bool(B.to_numpy(self.active).any()):
             return False
-        W = int(self.n_end.max())
-        W = max(W, 1)
+        W = self.Q      # full width: contiguous arrays (the slots past n_end are empty)
         if self.M is not None:
             self._preempt(W)
         gp, gd, P, D, kv_used = self._plan(W)
