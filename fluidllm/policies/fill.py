@@ -25,7 +25,8 @@ from ..sim.backend import Backend
 __all__ = ["fcfs_fill"]
 
 
-def fcfs_fill(B: Backend, x: Any, budget: Any, slots: Any | None, whole: bool) -> tuple[Any, Any, Any]:
+def fcfs_fill(B: Backend, x: Any, budget: Any, slots: Any | None, whole: bool,
+              fresh: bool = False) -> tuple[Any, Any, Any]:
     """Give tokens to candidates in FCFS (slot) order.
 
     Args:
@@ -34,6 +35,7 @@ def fcfs_fill(B: Backend, x: Any, budget: Any, slots: Any | None, whole: bool) -
         budget: (R,) int32 tokens left in the batch.
         slots: (R,) int32 requests that may still be added (None: no cap).
         whole: all-or-nothing per candidate, stopping at the first that does not fit.
+        fresh: ``x`` is a temporary the caller will not reuse (it may be returned as ``give``).
 
     Returns:
         ``(give, budget_left, slots_left)``: (R, W) int32 tokens given; the (R,) budget and slots
@@ -48,7 +50,7 @@ def fcfs_fill(B: Backend, x: Any, budget: Any, slots: Any | None, whole: bool) -
             give = B.where(off[:, None], 0, x)
             total = B.rsum(give, "int32")
         else:
-            give = B.copy(x)
+            give = x if fresh else B.copy(x)
         return give, budget - total, (None if slots is None else slots - B.rsum(give > 0, "int32"))
     # Few candidates (prompts in progress are a handful among many decoders): walk a packed
     # (R, K) copy of the candidates instead of every slot; the result is the same.

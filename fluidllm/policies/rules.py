@@ -116,12 +116,12 @@ def _vllm(B: Backend, s: SlotState, spec: PolicySpec) -> tuple[Any, Any]:
 
 def _orca(B: Backend, s: SlotState, spec: PolicySpec) -> tuple[Any, ...]:
     gp, budget, slots = fcfs_fill(B, _chunk(B, s, spec.flag("chunk_size")), s.budget, s.slots, whole=False)
-    gd, left, _ = fcfs_fill(B, _i32(B, _decoding(s)), budget, slots, whole=False)
+    gd, left, _ = fcfs_fill(B, _i32(B, _decoding(s)), budget, slots, whole=False, fresh=True)
     return gp, gd, s.budget - budget, budget - left     # (P and D from the budget accounting)
 
 
 def _sarathi(B: Backend, s: SlotState, spec: PolicySpec) -> tuple[Any, ...]:
-    gd, budget, slots = fcfs_fill(B, _i32(B, _decoding(s)), s.budget, s.slots, whole=False)
+    gd, budget, slots = fcfs_fill(B, _i32(B, _decoding(s)), s.budget, s.slots, whole=False, fresh=True)
     gp, left, _ = fcfs_fill(B, _chunk(B, s, spec.flag("chunk_size")), budget, slots, whole=False)
     return gp, gd, budget - left, s.budget - budget
 

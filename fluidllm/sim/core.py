@@ -410,13 +410,15 @@ class _Core:
         at = lambda i: B.where(i > 0, cum[self.rows, B.maximum(i - 1, 0)], 0)  # noqa: E731
         return at(hi) - at(lo)
 
-    def _ensure_arrivals(self, upto: Any, rows: Any) -> None:
+    def _ensure_arrivals(self, upto: Any, rows: Any, advanced: bool = False) -> None:
         """Move eligibility pointers past arrivals at or before ``upto[r]``, drawing epochs until the
         FIFO of every replication in ``rows`` holds all of them and its next arrival after them (when
-        the source has one)."""
+        the source has one). ``advanced``: the pointers are already past ``upto`` for the FIFO as it is."""
         B = self.B
         while True:
-            self._advance_eligible(upto)
+            if not advanced:
+                self._advance_eligible(upto)
+            advanced = False
             if self.source.exhausted:
                 return
             act = B.to_numpy(rows)
@@ -636,7 +638,8 @@ class _Core:
 
     def step(self) -> bool:
         B = self.B
-        self._ensure_arrivals(self.t, self.active)
+        # (The pointers were moved past this boundary at the end of the previous batch.)
+        self._ensure_arrivals(self.t, self.active, advanced=self.steps > 0)
         self._pull()
         if not bool(B.to_numpy(self.active).any()):
             return False

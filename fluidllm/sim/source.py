@@ -9,8 +9,9 @@ the reference simulator on the same draws).
 Streams (StreamSource): the seed is split with ``Generator.spawn`` into one child per workload and
 each child into an arrival stream and a length stream, as in :func:`~fluidllm.sim.draws.draw_requests`;
 the numbers differ from ``draw_requests`` (they are drawn for all replications at once) but the laws
-are the same: Poisson and renewal processes start at 0 with the first arrival after one gap,
-deterministic arrivals at ``offset_ms + k·gap``, traces replay their instants. Each replication r
+are the same: Poisson arrivals are drawn epoch by epoch as a Poisson count and sorted uniform
+instants (exact, the process being memoryless); renewal processes start at 0 with the first arrival
+after one gap; deterministic arrivals at ``offset_ms + k·gap``; traces replay their instants. Each replication r
 may run at its own load ``scale[r]`` (every rate multiplied by it): gaps are divided by it.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ModelError, finite_number, integer, require
-from ..model.arrivals import DeterministicArrival, TraceArrival
+from ..model.arrivals import DeterministicArrival, PoissonArrival, TraceArrival
 from ..model.workload import Workload
 from .draws import Requests
 
@@ -105,6 +106,15 @@ class StreamSource:
             t = base[np.minimum(idx, base.size - 1)] / self.scale[:, None]
             return np.where(ok, t, np.inf)
         arr_rng = self._streams[k][0]
+        if isinstance(a, PoissonArrival):
+            # Poisson: the count in [t0, t1) is Poisson(λ·scale·Δ) and, given it, the instants are
+            # sorted uniforms (memoryless, so each epoch is drawn afresh: exact and vectorized).
+            t0, span = self.until_ms, t1 - self.until_ms
+            n = arr_rng.poisson(a.rate_per_s / 1000.0 * self.scale * span)
+            m = int(n.max(initial=0))
+            u = np.where(np.arange(m)[None, :] < n[:, None], arr_rng.random((self.R, m)), np.inf)
+            u.sort(axis=1)
+            return t0 + u * span
         nxt = self._next[k]
         cols = []
         while True:
