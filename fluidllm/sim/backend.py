@@ -116,6 +116,10 @@ class Backend:
         """Counts of 0..n-1 in the integer array ``a`` (int64)."""
         return self.xp.bincount(a, minlength=n).astype("int64")
 
+    def bincount_sum(self, a: Any, w: Any, n: int) -> Any:
+        """Per-bin sums of the integer weights ``w`` (int64, exact below 2**53)."""
+        return self.xp.bincount(a, weights=w, minlength=n).astype("int64")
+
     def bincount_into(self, hist: Any, flat_index: Any) -> None:
         """``hist.ravel()[i] += 1`` for every i in ``flat_index`` (repeats counted)."""
         flat = hist.reshape(-1)
@@ -229,6 +233,10 @@ class _TorchBackend(Backend):
 
     def bincount(self, a: Any, n: int) -> Any:
         return self.torch.bincount(a.to(self.torch.int64), minlength=n)
+
+    def bincount_sum(self, a: Any, w: Any, n: int) -> Any:
+        return self.torch.bincount(a.to(self.torch.int64), weights=w.to(self.torch.float64),
+                                   minlength=n).to(self.torch.int64)
 
     def bincount_into(self, hist: Any, flat_index: Any) -> None:
         flat = hist.view(-1)

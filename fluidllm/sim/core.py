@@ -432,11 +432,11 @@ class _Core:
 
     def _advance_eligible(self, t: Any) -> None:
         """Move each row's eligibility pointer past arrivals at or before ``t`` (FIFO times are sorted
-        and ``inf`` past the tail), looking 8 arrivals ahead at a time."""
+        and ``inf`` past the tail), looking 4 arrivals ahead at a time."""
         B = self.B
         if self.C == 0:
             return
-        L = 8
+        L = 4
         j = B.arange(L)[None, :]
         while True:
             idx = B.minimum(self.ap[:, None] + j, self.C - 1)
@@ -475,7 +475,7 @@ class _Core:
             idx = B.minimum(self.head[:, None] + j, self.C - 1)
             flat = self.rows[:, None] * self.C + idx          # flat gathers: far faster than 2-D fancy indexing
             p = self.f_p.reshape(-1)[flat]
-            d = self.f_d.reshape(-1)[flat]
+            d = None if (not self.whole and self.M is None) else self.f_d.reshape(-1)[flat]
             simple = not (self.whole or self.M is not None or self.rescap is not None or ncand is not None)
             if simple:                  # every waiting request can run: candidates = a prefix
                 never = None
@@ -518,21 +518,22 @@ class _Core:
             if int(r.shape[0]):
                 pos = self.n_end[r] + (c if simple else nbefore[r, c])
                 h = idx[r, c]
-                pr, dr = p[r, c], d[r, c]
-                self.pre[r, pos] = pr
-                self.dec[r, pos] = dr
-                self.vd1[r, pos] = dr - 1
-                self.arr[r, pos] = self.f_t[r, h]
+                fh = r * self.C + h
+                pr, dr = p[r, c], self.f_d.reshape(-1)[fh]
+                fs = r * self.Q + pos
+                self.pre.reshape(-1)[fs] = pr
+                self.dec.reshape(-1)[fs] = dr
+                self.vd1.reshape(-1)[fs] = dr - 1
+                self.arr.reshape(-1)[fs] = self.f_t.reshape(-1)[fh]
                 if self.log:
-                    self.rid[r, pos] = self.f_rid[r, h]
+                    self.rid.reshape(-1)[fs] = self.f_rid.reshape(-1)[fh]
                 if not self.long_prompts and bool(B.to_numpy(pr > self.piece).any()):
                     self.long_prompts = True
                 if not self.any_vd0 and bool(B.to_numpy(dr == 0).any()):
                     self.any_vd0 = True
-                add_p = B.rsum(B.where(take, B.astype(p, "int64"), 0), "int64")
-                self.win_pre = self.win_pre + add_p
-                self.win_dec = self.win_dec + B.rsum(B.where(take, B.astype(d, "int64"), 0), "int64")
-                reach = reach + B.rsum(B.where(take, x, 0), "int64")
+                self.win_pre = self.win_pre + B.bincount_sum(r, pr, self.R)
+                self.win_dec = self.win_dec + B.bincount_sum(r, dr, self.R)
+                reach = reach + B.bincount_sum(r, B.minimum(pr, self.piece), self.R)
                 if ncand is not None:
                     ncand = ncand + n_take
                 self.n_end = self.n_end + n_take
