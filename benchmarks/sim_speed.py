@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer-budget-s", type=float, default=60.0,
                     help="longest wall time for one peer run before its horizon is shortened")
     ap.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help="also run R > 1024 with this many worker processes (blocks of 1024 in parallel)")
     args = ap.parse_args(argv)
 
     horizon_s = args.horizon_s or (QUICK_HORIZON_S if args.quick else FULL_HORIZON_S)
@@ -189,19 +191,23 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # noqa: BLE001 - a backend that cannot start is reported, not fatal
             vec_note = f"vectorized core failed on backend {args.backend}: {type(e).__name__}: {e}"
         else:
-            for R in reps:
+            runs = [(R, 1) for R in reps]
+            if args.workers > 1 and args.backend == "numpy":
+                runs += [(R, args.workers) for R in reps if R > 1024]
+            for R, workers in runs:
+                name = f"vectorized {args.backend}" + (f" x{workers} procs" if workers > 1 else "")
                 try:
                     wall, res = timed(lambda: simulate(model, replications=R, horizon_s=horizon_s, seed=SEED,
-                                                       backend=args.backend))
+                                                       backend=args.backend, workers=workers))
                 except Exception as e:  # noqa: BLE001
-                    rows.append(row(f"vectorized {args.backend}", R, horizon_s, 0, math.nan, math.nan, math.nan,
+                    rows.append(row(name, R, horizon_s, 0, math.nan, math.nan, math.nan,
                                     f"failed: {type(e).__name__}: {e}"))
                     continue
                 arrived = int(np.sum(res.requests_arrived))
                 completed = float(np.mean(res.requests_completed))
-                r = row(f"vectorized {args.backend}", R, horizon_s, arrived, completed, wall,
-                        res.peak_state_bytes / R / 1e6)
+                r = row(name, R, horizon_s, arrived, completed, wall, res.peak_state_bytes / R / 1e6)
                 r["inner_wall_s"] = float(res.wall_s)
+                r["workers"] = workers
                 rows.append(r)
 
     ref_rate, simpy_rate = rows[0]["requests_per_wall_s"], rows[1]["requests_per_wall_s"]

@@ -84,3 +84,28 @@ def test_poisson_epochs_give_the_poisson_law() -> None:
     n = np.array([t.size for t in times])
     assert abs(n.mean() - 60.0) < 5 * math.sqrt(60.0 / R)
     assert n.var(ddof=1) / n.mean() == pytest.approx(1.0, abs=0.3)
+
+
+def test_blocks_and_workers_do_not_change_the_numbers() -> None:
+    # Replications run in blocks of BLOCK with their own seeds; a worker pool must give exactly the
+    # numbers of running the blocks one after the other.
+    import sys
+
+    import fluidllm as fl
+
+    S = sys.modules["fluidllm.sim.simulate"]
+    m = fl.load_model("benchmarks/sim_speed_model.toml")
+    old = S.BLOCK
+    try:
+        S.BLOCK = 2
+        one = fl.simulate(m, replications=5, horizon_s=20, seed=7)
+        two = fl.simulate(m, replications=5, horizon_s=20, seed=7, workers=2)
+    finally:
+        S.BLOCK = old
+    d1, d2 = one.to_dict(series=True), two.to_dict(series=True)
+    for k in d1:
+        if k not in ("wall_s", "peak_state_bytes"):
+            assert d1[k] == d2[k], k
+    assert one.replications == 5 and len(set(one.arrived.tolist())) > 1
+    with pytest.raises(fl.ModelError, match="workers"):
+        fl.simulate(m, replications=2, horizon_s=1, workers=-1)
