@@ -16,3 +16,6 @@ from .sim.simulate import simulate  # noqa: E402
 from .sim.stability import BoundaryResult, StabilityResult, stability, stability_boundary  # noqa: E402
 
 __all__ += ["SimResult", "simulate", "StabilityResult", "BoundaryResult", "stability", "stability_boundary"]
+from .capacity.policy import PolicyCapacity, policy_capacity  # noqa: E402
+
+__all__ += ["PolicyCapacity", "policy_capacity"]

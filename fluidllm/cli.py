@@ -36,7 +36,14 @@ def cmd_capacity(a: argparse.Namespace) -> int:
 
     m = _load(a.model, a.load)
     c = capacity(m, solver=a.solver)
-    _emit(c.to_dict(), a.json, lambda: f"== {a.model}\n" + c.table())
+    d = c.to_dict()
+    pc = None
+    if a.policy is not None:
+        from .capacity.policy import policy_capacity
+
+        pc = policy_capacity(m, a.policy, engine=a.engine, replications=a.replications, seed=a.seed)
+        d["policy"] = pc.to_dict()
+    _emit(d, a.json, lambda: f"== {a.model}\n" + c.table() + ("" if pc is None else "\n" + pc.line()))
     return 0
 
 
@@ -207,6 +214,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("model", help="model TOML file")
     s.add_argument("--load", type=float, help="multiply every arrival rate by this factor first")
     s.add_argument("--solver", help="cvxpy LP solver (default HIGHS, then CLARABEL)")
+    s.add_argument("--policy", help="also the capacity of this policy (analytic where theory gives it, "
+                                    "else the simulator's stability boundary) and its loss")
+    s.add_argument("--engine", help="the engine for --policy (needed when the model has several)")
+    s.add_argument("--replications", type=int, default=8, help="replications per load for a simulated boundary")
+    s.add_argument("--seed", type=int, default=0, help="seed for a simulated boundary")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_capacity)
 
