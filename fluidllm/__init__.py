@@ -19,3 +19,6 @@ __all__ += ["SimResult", "simulate", "StabilityResult", "BoundaryResult", "stabi
 from .capacity.policy import PolicyCapacity, policy_capacity  # noqa: E402
 
 __all__ += ["PolicyCapacity", "policy_capacity"]
+from .fluid import fluid_trajectory  # noqa: E402
+
+__all__ += ["fluid_trajectory"]
