@@ -7,8 +7,9 @@ estimate of (m_d + 1 + m_p/b_max) full batches. An INCONCLUSIVE verdict doubles 
 (twice at most, by default) before it is reported.
 
 Beside it, for work-conserving policies on the paper's model (token-count batch time, no k_max, no
-resident or KV cap), the fluid oracle: the backlog grows at max(0, λ(m_p + m_d) − μ*) tokens/s
-(Li, Dai, Peng, arXiv 2504.07347, Thm 2), μ* = max_{n ≤ b_max} n / t(n).
+resident or KV cap), the fluid oracle: the backlog grows at max(0, λ(m_p + m_d) − b_max/t(b_max))
+tokens/s (Li, Dai, Peng, arXiv 2504.07347, Thm 2; a work-conserving batch holds b_max tokens while
+there is backlog, so b_max/t(b_max) — which equals μ* = max_n n/t(n) when b0 | b_max — is the rate).
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..capacity.rate import max_token_rate
 from ..errors import finite_number, integer, require
 from ..model.engine import Engine
 from ..model.model import Model
@@ -42,12 +42,15 @@ def _paper_model(engine: Engine) -> bool:
 
 
 def fluid_slope_tokens_per_s(engine: Engine, workloads: Sequence[Workload], load: float = 1.0) -> float | None:
-    """The fluid oracle's backlog slope max(0, λ(m_p + m_d) − μ*) in tokens/s, for a work-conserving
+    """The fluid oracle's backlog slope max(0, λ(m_p + m_d) − b_max/t(b_max)) in tokens/s, for a work-conserving
     policy on the paper's model; None where the theorem does not give it (a policy that is not
     work-conserving, k_max, a resident or KV cap, or a batch time that is not a function of tokens)."""
     if not engine.policy.work_conserving or not _paper_model(engine):
         return None
-    mu = max_token_rate(engine.batch_time, engine.token_budget).tokens_per_ms * 1000.0
+    # A work-conserving policy fills every batch to b_max while the backlog is positive, so its
+    # fluid service rate is b_max / t(b_max) — equal to μ* when b0 | b_max, below it otherwise.
+    b = engine.token_budget
+    mu = b / float(np.asarray(engine.batch_time.tokens_ms(b))) * 1000.0
     return max(0.0, offered_tokens_per_s(workloads, load) - mu)
 
 
