@@ -205,6 +205,17 @@ def _sim_options(s: argparse.ArgumentParser, horizon_default: float | None) -> N
     s.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def cmd_check(a: argparse.Namespace) -> int:
+    import proofs_checks
+
+    results = proofs_checks.run_all(a.only or None)
+    obj = {"passed": sum(r.ok for r in results), "failed": sum(not r.ok for r in results),
+           "checks": [{"name": r.name, "claim": r.claim, "source": r.source, "method": r.method, "ok": r.ok,
+                       "detail": r.detail, "seconds": r.seconds} for r in results]}
+    _emit(obj, a.json, lambda: proofs_checks.table(results))
+    return 0 if obj["failed"] == 0 else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fluidllm", description="Capacity of LLM inference engines and agent networks.")
     p.add_argument("--version", action="version", version=f"fluidllm {__import__('fluidllm').__version__}")
@@ -221,6 +232,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed for a simulated boundary")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_capacity)
+
+    s = sub.add_parser("check", help="run the executable checks of the theory (proofs_checks); exit 1 on a failure")
+    s.add_argument("only", nargs="*", help="names of checks to run (default: all)")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("region", help="vertices and facets of each engine's (prefill, decode) token-rate region")
     s.add_argument("model")

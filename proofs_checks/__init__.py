@@ -13,7 +13,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Outcome", "run_all"]
+__all__ = ["Outcome", "run_all", "table"]
 
 
 @dataclass(frozen=True)
@@ -41,3 +41,16 @@ def run_all(only: list[str] | None = None) -> list[Outcome]:
             ok, detail = False, f"raised {type(e).__name__}: {e}\n{traceback.format_exc()}"
         out.append(Outcome(mod, m.CLAIM, m.SOURCE, m.METHOD, bool(ok), detail, time.perf_counter() - t0))
     return out
+
+
+def table(results: list[Outcome]) -> str:
+    """The verdict table: check, method, PASS/FAIL, seconds, claim and source, then the detail."""
+    w = max([len(r.name) for r in results] + [5])
+    lines = [f"{'check':<{w}}  {'method':<10} {'verdict':<7} {'s':>6}  claim — source", "-" * (w + 80)]
+    for r in results:
+        lines.append(f"{r.name:<{w}}  {r.method:<10} {'PASS' if r.ok else 'FAIL':<7} {r.seconds:>6.2f}  "
+                     f"{r.claim} — {r.source}")
+        lines.append(f"{'':<{w}}  {r.detail}")
+    failed = [r.name for r in results if not r.ok]
+    lines.append(f"\n{len(results) - len(failed)} passed, {len(failed)} failed")
+    return "\n".join(lines)
