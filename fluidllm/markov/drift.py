@@ -96,6 +96,16 @@ class DriftCertificate:
                 if k not in ("drift", "V", "boundary")}
 
 
+def _prologue(chain: Chain, V: Callable[[State], float] | np.ndarray | None, eps: float
+              ) -> tuple[float, np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
+    """eps checked, V per state, its drift, and the boundary (an arrival can be lost) / inner masks."""
+    eps = finite_number(eps, "eps", minimum=0, strict=True)
+    v = _values(chain, V) if isinstance(chain, Chain) else None
+    d = drift(chain, v)
+    boundary = np.asarray(chain.loss_prob) > 0
+    return eps, v, d, boundary, ~boundary
+
+
 def drift_certificate(chain: Chain, V: Callable[[State], float] | np.ndarray | None = None, *,
                       eps: float = 1e-6) -> DriftCertificate:
     """Check Foster's criterion state by state (module text).
@@ -103,11 +113,7 @@ def drift_certificate(chain: Chain, V: Callable[[State], float] | np.ndarray | N
     Raises:
         ModelError: a bad chain, V or eps.
     """
-    eps = finite_number(eps, "eps", minimum=0, strict=True)
-    v = _values(chain, V) if isinstance(chain, Chain) else None
-    d = drift(chain, v)
-    boundary = np.asarray(chain.loss_prob) > 0
-    inner = ~boundary
+    eps, v, d, boundary, inner = _prologue(chain, V, eps)
     bad = inner & (d > -eps)
     level = float(v[bad].max()) if bad.any() else -math.inf
     outside = inner & (v > level)
@@ -162,11 +168,7 @@ def instability_witness(chain: Chain, V: Callable[[State], float] | np.ndarray |
     Raises:
         ModelError: a bad chain, V or eps.
     """
-    eps = finite_number(eps, "eps", minimum=0, strict=True)
-    v = _values(chain, V) if isinstance(chain, Chain) else None
-    d = drift(chain, v)
-    boundary = np.asarray(chain.loss_prob) > 0
-    inner = ~boundary
+    eps, v, d, boundary, inner = _prologue(chain, V, eps)
     low = inner & (d < eps)
     vb = float(v[low].max()) if low.any() else -math.inf
     above = inner & (v > vb)

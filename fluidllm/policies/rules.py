@@ -60,7 +60,7 @@ class VectorPolicy:
     #: whole prompts only (a prompt above the budget can never run unless split_long_prompts).
     whole_prompts: bool = False
 
-    def plan(self, B: Backend, s: SlotState, spec: PolicySpec) -> tuple[Any, Any]:
+    def plan(self, B: Backend, s: SlotState, spec: PolicySpec) -> tuple[Any, ...]:
         return self.rule(B, s, spec)
 
 

@@ -76,10 +76,6 @@ class Backend:
     def rmin(self, a: Any) -> Any:
         return a.min(axis=1)
 
-    def colany(self, a: Any) -> Any:
-        """Any along the replication axis (axis 0): which slots are used by someone."""
-        return a.any(axis=0)
-
     def minimum(self, a: Any, b: Any) -> Any:
         return self.xp.minimum(a, b)
 
@@ -88,13 +84,6 @@ class Backend:
 
     def where(self, c: Any, a: Any, b: Any) -> Any:
         return self.xp.where(c, a, b)
-
-    def isnan(self, a: Any) -> Any:
-        return self.xp.isnan(a)
-
-    def take_along(self, a: Any, idx: Any) -> Any:
-        """``a[r, idx[r, j]]`` (gather along axis 1)."""
-        return self.xp.take_along_axis(a, idx, axis=1)
 
     def nonzero(self, a: Any) -> tuple[Any, ...]:
         return self.xp.nonzero(a)
@@ -106,9 +95,6 @@ class Backend:
         f = self.xp.flatnonzero(a)
         return f // w, f % w
 
-    def item(self, a: Any) -> Any:
-        return a.item()
-
     def concat(self, a: Any, b: Any) -> Any:
         return self.xp.concatenate([a, b])
 
@@ -119,11 +105,6 @@ class Backend:
     def bincount_sum(self, a: Any, w: Any, n: int) -> Any:
         """Per-bin sums of the integer weights ``w`` (int64, exact below 2**53)."""
         return self.xp.bincount(a, weights=w, minlength=n).astype("int64")
-
-    def bincount_into(self, hist: Any, flat_index: Any) -> None:
-        """``hist.ravel()[i] += 1`` for every i in ``flat_index`` (repeats counted)."""
-        flat = hist.reshape(-1)
-        flat += self.xp.bincount(flat_index, minlength=flat.size).astype(hist.dtype, copy=False)
 
     def nbytes(self, a: Any) -> int:
         return int(a.nbytes)
@@ -201,9 +182,6 @@ class _TorchBackend(Backend):
     def rmin(self, a: Any) -> Any:
         return a.amin(dim=1)
 
-    def colany(self, a: Any) -> Any:
-        return a.any(dim=0)
-
     def minimum(self, a: Any, b: Any) -> Any:
         a, b = self._tensors(a, b)
         return self.torch.minimum(a, b)
@@ -215,12 +193,6 @@ class _TorchBackend(Backend):
     def where(self, c: Any, a: Any, b: Any) -> Any:
         a, b = self._tensors(a, b)
         return self.torch.where(c, a, b)
-
-    def isnan(self, a: Any) -> Any:
-        return self.torch.isnan(a)
-
-    def take_along(self, a: Any, idx: Any) -> Any:
-        return self.torch.gather(a, 1, idx.to(self.torch.int64))
 
     def nonzero(self, a: Any) -> tuple[Any, ...]:
         return self.torch.nonzero(a, as_tuple=True)
@@ -237,10 +209,6 @@ class _TorchBackend(Backend):
     def bincount_sum(self, a: Any, w: Any, n: int) -> Any:
         return self.torch.bincount(a.to(self.torch.int64), weights=w.to(self.torch.float64),
                                    minlength=n).to(self.torch.int64)
-
-    def bincount_into(self, hist: Any, flat_index: Any) -> None:
-        flat = hist.view(-1)
-        flat += self.torch.bincount(flat_index.to(self.torch.int64), minlength=flat.numel()).to(hist.dtype)
 
     def nbytes(self, a: Any) -> int:
         return int(a.element_size() * a.numel())

@@ -37,6 +37,7 @@ from ..errors import ModelError, integer, require
 from ..model.engine import Engine
 from ..policies.rules import SlotState, vector_policy
 from .backend import Backend, get_backend
+from .draws import parse_initial
 
 __all__ = ["CoreOutput", "run_core", "HIST_BINS_PER_DECADE", "HIST_MIN_MS", "hist_edges_ms"]
 
@@ -93,10 +94,6 @@ class CoreOutput:
     steps: int
     wall_s: float
     batch_log: list[list[dict[str, Any]]] | None = field(default=None)
-
-
-class _Diverged(Exception):
-    pass
 
 
 def run_core(engine: Engine, source: Any, *, backend: str | Backend = "numpy", grid_points: int = 200,
@@ -158,16 +155,7 @@ class _Core:
     # ------------------------------------------------------------------ state allocation
     def _alloc(self, initial: Sequence[Sequence[int]] | None) -> None:
         B, R = self.B, self.R
-        init = []
-        for i, e in enumerate(initial or ()):
-            f = f"initial[{i}]"
-            require(isinstance(e, (tuple, list)) and len(e) in (2, 3), f, e,
-                    "must be (prefill_left, decode_left) or (prefill_left, decode_left, kv_context_tokens)")
-            p = integer(e[0], f"{f}.prefill_left", minimum=0)
-            d = integer(e[1], f"{f}.decode_left", minimum=0)
-            c = integer(e[2], f"{f}.kv_context_tokens", minimum=0) if len(e) == 3 else 0
-            require(p + d > 0, f, tuple(e), "must have a token left (a finished request is not present)")
-            init.append((p, d, c))
+        init = parse_initial(initial)
         self.n_init = len(init)
         if self.rescap is not None and self.n_init > self.rescap:
             raise ModelError("initial", f"<{self.n_init} requests>",

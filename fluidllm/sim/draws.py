@@ -21,7 +21,27 @@ from ..errors import ModelError, finite_number, integer, require
 from ..model.arrivals import DeterministicArrival, TraceArrival
 from ..model.workload import Workload
 
-__all__ = ["Requests", "draw_requests"]
+__all__ = ["Requests", "draw_requests", "parse_initial"]
+
+
+def parse_initial(initial: Sequence[Sequence[int]] | None) -> list[tuple[int, int, int]]:
+    """Requests present at time 0: ``(prefill_left, decode_left[, kv_context_tokens])`` each, as
+    ``(p, d, kv_context)`` triples (context 0 by default).
+
+    Raises:
+        ModelError: an entry of the wrong shape, negative counts, or nothing left to serve.
+    """
+    out = []
+    for i, e in enumerate(initial or ()):
+        f = f"initial[{i}]"
+        require(isinstance(e, (tuple, list)) and len(e) in (2, 3), f, e,
+                "must be (prefill_left, decode_left) or (prefill_left, decode_left, kv_context_tokens)")
+        p = integer(e[0], f"{f}.prefill_left", minimum=0)
+        d = integer(e[1], f"{f}.decode_left", minimum=0)
+        c = integer(e[2], f"{f}.kv_context_tokens", minimum=0) if len(e) == 3 else 0
+        require(p + d > 0, f, tuple(e), "must have a token left (a finished request is not present)")
+        out.append((p, d, c))
+    return out
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:

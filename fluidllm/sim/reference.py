@@ -100,7 +100,7 @@ from ..errors import ModelError, finite_number, integer, require
 from ..model.engine import Engine
 from ..model.policy import PolicySpec
 from ..model.workload import Workload
-from .draws import Requests, draw_requests
+from .draws import Requests, draw_requests, parse_initial
 
 __all__ = [
     "RequestView", "View", "Plan", "PlanViolation", "plan_batch", "check_plan", "Batch",
@@ -514,17 +514,8 @@ class _Request:
 
 
 def _initial_requests(initial: Sequence[Sequence[int]] | None) -> list[_Request]:
-    out = []
-    for i, entry in enumerate(initial or ()):
-        f = f"initial[{i}]"
-        require(isinstance(entry, (tuple, list)) and len(entry) in (2, 3), f, entry,
-                "must be (prefill_left, decode_left) or (prefill_left, decode_left, kv_context_tokens)")
-        p = integer(entry[0], f"{f}.prefill_left", minimum=0)
-        d = integer(entry[1], f"{f}.decode_left", minimum=0)
-        ctx = integer(entry[2], f"{f}.kv_context_tokens", minimum=0) if len(entry) == 3 else 0
-        require(p + d > 0, f, tuple(entry), "must have a token left (a finished request is not present)")
-        out.append(_Request(i, 0.0, -1, p, d, p, d, kv=ctx, running=(p == 0 or ctx > 0)))
-    return out
+    return [_Request(i, 0.0, -1, p, d, p, d, kv=ctx, running=(p == 0 or ctx > 0))
+            for i, (p, d, ctx) in enumerate(parse_initial(initial))]
 
 
 def simulate_reference(engine: Engine, requests: Requests, horizon_ms: float,

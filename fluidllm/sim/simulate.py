@@ -49,13 +49,10 @@ def _merge(outs: list[CoreOutput]) -> CoreOutput:
     vals: dict[str, Any] = {}
     for f in fields(CoreOutput):
         v = getattr(first, f.name)
-        if f.name in ("replications", "steps"):
-            vals[f.name] = sum(getattr(o, f.name) for o in outs) if f.name == "replications" else \
-                max(o.steps for o in outs)
-        elif f.name == "peak_state_bytes":     # as if every block were resident at once
-            vals[f.name] = sum(o.peak_state_bytes for o in outs)
-        elif f.name == "wall_s":
-            vals[f.name] = sum(o.wall_s for o in outs)
+        if f.name in ("replications", "wall_s", "peak_state_bytes"):   # (memory: every block resident at once)
+            vals[f.name] = sum(getattr(o, f.name) for o in outs)
+        elif f.name == "steps":
+            vals[f.name] = max(o.steps for o in outs)
         elif f.name == "grid_ms":
             vals[f.name] = v
         elif isinstance(v, np.ndarray):
