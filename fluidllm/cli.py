@@ -209,9 +209,10 @@ def cmd_check(a: argparse.Namespace) -> int:
     import proofs_checks
 
     results = proofs_checks.run_all(a.only or None)
-    obj = {"passed": sum(r.ok for r in results), "failed": sum(not r.ok for r in results),
+    obj = {"passed": sum(r.verdict == "PASS" for r in results), "failed": sum(not r.ok for r in results),
+           "pending": sum(r.pending for r in results),
            "checks": [{"name": r.name, "claim": r.claim, "source": r.source, "method": r.method, "ok": r.ok,
-                       "detail": r.detail, "seconds": r.seconds} for r in results]}
+                       "verdict": r.verdict, "detail": r.detail, "seconds": r.seconds} for r in results]}
     _emit(obj, a.json, lambda: proofs_checks.table(results))
     return 0 if obj["failed"] == 0 else 1
 

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 from hypothesis import strategies as st
 
 import fluidllm as F
@@ -14,6 +16,12 @@ from fluidllm.model.policy import POLICIES
 SHARED_TRACES = Path("/work/shared/traces")
 AZURE_DIR = SHARED_TRACES / "azure_llm_2023"
 MOONCAKE_DIR = SHARED_TRACES / "mooncake_fast25"
+
+# `make test` (and so CI) must be deterministic: hypothesis derandomised, its examples fixed per test.
+# HYPOTHESIS_PROFILE=explore runs fresh random examples (more of them) to hunt for new failures.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", max_examples=500, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 #: two-sided 99.9 % normal quantile: a correct law fails one such CLT check with probability ~0.1 %.
 Z999 = 3.2905267314919255
