@@ -16,9 +16,10 @@ from .sim.simulate import simulate  # noqa: E402
 from .sim.stability import BoundaryResult, StabilityResult, stability, stability_boundary  # noqa: E402
 
 __all__ += ["SimResult", "simulate", "StabilityResult", "BoundaryResult", "stability", "stability_boundary"]
-from .capacity.policy import PolicyCapacity, policy_capacity  # noqa: E402
+from .capacity.policy import (PolicyCapacity, PolicyCapacityRow, PolicyCapacityTable, policy_capacity,  # noqa: E402
+                              policy_capacity_table)
 
-__all__ += ["PolicyCapacity", "policy_capacity"]
+__all__ += ["PolicyCapacity", "PolicyCapacityRow", "PolicyCapacityTable", "policy_capacity", "policy_capacity_table"]
 from .fluid import fluid_trajectory  # noqa: E402
 
 __all__ += ["fluid_trajectory"]

@@ -15,7 +15,15 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Outcome", "run_all", "table"]
+__all__ = ["Outcome", "run_all", "table", "example"]
+
+#: the repository's example models (the checks run from a checkout, from any working directory)
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def example(name: str) -> Path:
+    """Path of ``examples/NAME`` in the checkout this package lives in."""
+    return EXAMPLES / name
 
 
 @dataclass(frozen=True)

@@ -80,3 +80,25 @@ def test_work_conserving_policy_reports_the_bound_and_cli(capsys) -> None:
     assert d["policy"]["name"] == "fastertransformer" and d["policy"]["method"] == "analytic"
     assert 0 < d["policy"]["max_scale"] < 0.05 and d["policy"]["loss_ratio"] > 0.9
     assert main(["capacity", "examples/paper_codellama_b512.toml", "--policy", "bogus"]) == 2
+
+
+def test_policy_capacity_table_checks_every_analytic_value_against_the_simulator() -> None:
+    # Each verdict inside the brackets is wrong with probability <= 1 %; seeds are fixed.
+    m = _model("sarathi", 1.0)
+    t = fl.policy_capacity_table(m, ("fastertransformer", "vllm", "sarathi"), replications=8, horizon_s=300,
+                                 boundary_points=6, seed=2)
+    wc = fl.capacity(m).max_scale
+    assert t.work_conserving_max_scale == pytest.approx(wc) and t.rate_per_s == 1.0
+    ft, vllm, sar = (t.row(n) for n in ("fastertransformer", "vllm", "sarathi"))
+    assert ft.analytic.method == "analytic" and ft.agrees is True
+    assert ft.simulated[0] <= ft.analytic.max_scale <= ft.simulated[1]
+    assert sar.work_conserving and sar.analytic.max_scale == pytest.approx(wc) and sar.agrees is True
+    # vanilla vLLM has no closed form: only a bracket, strictly inside (0, 1.1 wc], below the bound's top
+    assert vllm.analytic is None and vllm.agrees is None and 0 < vllm.simulated[0] < vllm.simulated[1] <= 1.1 * wc
+    assert vllm.boundary is not None and len(vllm.boundary.rounds) >= 1
+    md = t.markdown()
+    assert md.count("\n") == 2 + 2 and "| vllm | no | — |" in md
+    d = json.loads(json.dumps(t.to_dict()))
+    assert [r["name"] for r in d["rows"]] == ["fastertransformer", "vllm", "sarathi"]
+    with pytest.raises(fl.ModelError, match="policies"):
+        fl.policy_capacity_table(m, ())

@@ -14,15 +14,15 @@ otherwise the simulator's bracketed stability boundary.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
-from ..errors import require
+from ..errors import integer, require
 from ..model.model import Model
 from ..model.policy import PolicySpec
 from .static import static_batching_rate, static_batching_rate_mc
 
-__all__ = ["PolicyCapacity", "policy_capacity"]
+__all__ = ["PolicyCapacity", "policy_capacity", "PolicyCapacityRow", "PolicyCapacityTable", "policy_capacity_table"]
 
 _WC = ("orca", "sarathi", "kfcfs", "vllm-v1")
 _STATIC = ("fastertransformer", "fastertransformer-static")
@@ -40,6 +40,7 @@ class PolicyCapacity:
         work_conserving_max_scale: the bound every work-conserving policy reaches (Theorem 2 / the LP).
         loss_ratio: 1 − max_scale / work_conserving_max_scale.
         detail: how it was obtained.
+        boundary: for ``simulated``, the :class:`~fluidllm.sim.stability.BoundaryResult` (loads, verdicts).
     """
 
     name: str
@@ -50,6 +51,7 @@ class PolicyCapacity:
     work_conserving_max_scale: float
     loss_ratio: float
     detail: str
+    boundary: Any = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         f = lambda x: None if x is None or not math.isfinite(x) else float(x)  # noqa: E731
@@ -64,16 +66,37 @@ class PolicyCapacity:
                 f"{self.work_conserving_max_scale:.4g}; loss {100 * self.loss_ratio:.1f} %  — {self.detail}")
 
 
+def _boundary(m: Model, eng_name: str, wc_scale: float, *, replications: int, seed: int, points: int, rounds: int,
+              horizon_s: float | None, workers: int):
+    from ..sim.stability import stability_boundary
+
+    # Theorem 2(a): no policy is stable above the work-conserving bound, so the search ends a little
+    # above it (there every policy must come out UNSTABLE, which the bracket also checks).
+    return stability_boundary(m, lo=0.05 * wc_scale, hi=1.1 * wc_scale, points=points, rounds=rounds,
+                              replications=replications, seed=seed, engine=eng_name, horizon_s=horizon_s,
+                              workers=workers)
+
+
+def _bracket(b: Any, wc_scale: float) -> tuple[float, float]:
+    lo = b.stable_load if b.stable_load is not None else 0.0
+    hi = b.unstable_load if b.unstable_load is not None else 1.1 * wc_scale
+    return lo, hi
+
+
 def policy_capacity(model: Model, policy: str | PolicySpec | None = None, *, engine: str | None = None,
                     replications: int = 8, seed: int = 0, boundary_points: int = 8,
-                    boundary_rounds: int = 2) -> PolicyCapacity:
+                    boundary_rounds: int = 2, horizon_s: float | None = None, workers: int = 1) -> PolicyCapacity:
     """The capacity of ``policy`` (default: the engine's own) on one engine of ``model``.
+
+    Analytic where theory gives it (see the module docstring); otherwise the simulator's bracket
+    from :func:`fluidllm.stability_boundary` over [0.05, 1.1] × the work-conserving bound
+    (``boundary_rounds`` × ``boundary_points`` loads × ``replications`` runs of ``horizon_s``
+    simulated seconds, default from the model's time scales; ``workers`` processes).
 
     Raises:
         ModelError: an unknown engine or policy (named).
     """
     from ..sim.simulate import pick_engine
-    from ..sim.stability import stability_boundary
     from . import capacity
 
     eng, workloads = pick_engine(model, engine)
@@ -85,9 +108,10 @@ def policy_capacity(model: Model, policy: str | PolicySpec | None = None, *, eng
     lam = sum(w.arrival.rate_per_s for w in workloads)
     require(lam > 0, "load", lam, "must be positive: every arrival rate on the engine is 0")
 
-    def result(scale: float, method: str, interval: tuple[float, float] | None, detail: str) -> PolicyCapacity:
+    def result(scale: float, method: str, interval: tuple[float, float] | None, detail: str,
+               boundary: Any = None) -> PolicyCapacity:
         return PolicyCapacity(spec.name, eng.name, scale, method, interval, wc_scale,
-                              1.0 - scale / wc_scale if wc_scale > 0 else math.nan, detail)
+                              1.0 - scale / wc_scale if wc_scale > 0 else math.nan, detail, boundary)
 
     if spec.name in _WC and paper and eng.max_batch_requests is None:
         return result(wc_scale, "analytic", None,
@@ -105,11 +129,136 @@ def policy_capacity(model: Model, policy: str | PolicySpec | None = None, *, eng
                       f"renewal-reward over saturated cycles: E[G] = {r.mean_group:.4g} requests per "
                       f"{r.mean_cycle_ms:.6g} ms cycle, {r.rate_per_s:.6g} req/s"
                       + (f"; {100 * r.unschedulable_fraction:.3g} % of prompts never fit" if r.unschedulable_fraction else ""))
-    b = stability_boundary(m, lo=0.05 * wc_scale, hi=1.2 * wc_scale, points=boundary_points,
-                           rounds=boundary_rounds, replications=replications, seed=seed, engine=eng.name)
-    lo = b.stable_load if b.stable_load is not None else 0.0
-    hi = b.unstable_load if b.unstable_load is not None else math.inf
-    mid = 0.5 * (lo + hi) if math.isfinite(hi) else lo
-    return result(mid, "simulated", (lo, hi),
-                  f"stability boundary of the simulator ({boundary_rounds} rounds x {boundary_points} loads x "
-                  f"{replications} replications, horizon {b.horizon_s:g} s)")
+    b = _boundary(m, eng.name, wc_scale, replications=replications, seed=seed, points=boundary_points,
+                  rounds=boundary_rounds, horizon_s=horizon_s, workers=workers)
+    lo, hi = _bracket(b, wc_scale)
+    return result(0.5 * (lo + hi), "simulated", (lo, hi),
+                  f"stability boundary of the simulator ({len(b.rounds)} rounds x {boundary_points} loads x "
+                  f"{replications} replications, horizon {b.horizon_s:g} s)", b)
+
+
+@dataclass(frozen=True)
+class PolicyCapacityRow:
+    """One policy in a :class:`PolicyCapacityTable`.
+
+    Attributes:
+        name: the policy; work_conserving: its declared class.
+        analytic: the analytic (or Monte-Carlo) capacity, None where theory gives none.
+        simulated: the simulator's bracket (lo, hi) on max_scale, None if not simulated.
+        boundary: the full :class:`~fluidllm.sim.stability.BoundaryResult` (loads and verdicts).
+        agrees: the analytic value (or its interval) meets the simulated bracket; None if either is missing.
+    """
+
+    name: str
+    work_conserving: bool
+    analytic: PolicyCapacity | None
+    simulated: tuple[float, float] | None
+    boundary: Any
+    agrees: bool | None
+
+    @property
+    def max_scale(self) -> float:
+        """The best estimate: the analytic value, else the bracket's midpoint."""
+        if self.analytic is not None:
+            return self.analytic.max_scale
+        return 0.5 * (self.simulated[0] + self.simulated[1]) if self.simulated else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "work_conserving": self.work_conserving, "max_scale": _f(self.max_scale),
+                "analytic": None if self.analytic is None else self.analytic.to_dict(),
+                "simulated": None if self.simulated is None else [_f(self.simulated[0]), _f(self.simulated[1])],
+                "boundary": None if self.boundary is None else self.boundary.to_dict(), "agrees": self.agrees}
+
+
+def _f(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+@dataclass(frozen=True)
+class PolicyCapacityTable:
+    """Each policy's own capacity on one engine, analytic beside simulated (:func:`policy_capacity_table`).
+
+    ``work_conserving_max_scale`` is the bound of Theorem 2 / the configuration LP; ``rate_per_s`` the
+    model's total arrival rate on the engine (max_scale × rate_per_s = requests/s at the boundary).
+    """
+
+    engine: str
+    work_conserving_max_scale: float
+    rate_per_s: float
+    rows: tuple[PolicyCapacityRow, ...]
+    replications: int
+    horizon_s: float | None
+    seed: int
+
+    def row(self, name: str) -> PolicyCapacityRow:
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"engine": self.engine, "work_conserving_max_scale": _f(self.work_conserving_max_scale),
+                "rate_per_s": self.rate_per_s, "replications": self.replications, "horizon_s": self.horizon_s,
+                "seed": self.seed, "rows": [r.to_dict() for r in self.rows]}
+
+    def markdown(self) -> str:
+        """A Markdown table: policy, class, analytic capacity, simulated bracket, agreement, loss."""
+        wc = self.work_conserving_max_scale
+        lines = ["| policy | work-conserving | analytic max_scale (method) | simulated bracket | agrees | "
+                 "req/s at boundary | loss vs WC bound |", "|---|---|---|---|---|---:|---:|"]
+        for r in self.rows:
+            a = "—" if r.analytic is None else f"{r.analytic.max_scale:.4g} ({r.analytic.method}" + (
+                "" if r.analytic.interval is None else
+                f", [{r.analytic.interval[0]:.4g}, {r.analytic.interval[1]:.4g}]") + ")"
+            s = "—" if r.simulated is None else f"[{r.simulated[0]:.4g}, {r.simulated[1]:.4g}]"
+            ag = {True: "yes", False: "**NO**", None: "—"}[r.agrees]
+            lines.append(f"| {r.name} | {'yes' if r.work_conserving else 'no'} | {a} | {s} | {ag} | "
+                         f"{r.max_scale * self.rate_per_s:.4g} | {100 * (1 - r.max_scale / wc):.1f} % |")
+        return "\n".join(lines)
+
+    def table(self) -> str:
+        """Plain-text form of :meth:`markdown`."""
+        return self.markdown()
+
+
+def policy_capacity_table(model: Model, policies: Sequence[str | PolicySpec] = (
+        "fastertransformer", "fastertransformer-static", "vllm", "orca", "sarathi"), *, engine: str | None = None,
+        replications: int = 8, seed: int = 0, horizon_s: float | None = None, workers: int = 1,
+        simulate: bool = True, boundary_points: int = 8, boundary_rounds: int = 2) -> PolicyCapacityTable:
+    """Each policy's capacity on one engine: analytic where theory gives it, and (``simulate``) the
+    simulator's stability bracket for every policy — so each analytic value is checked against it.
+
+    The bracket comes from :func:`fluidllm.stability_boundary` over [0.05, 1.1] × the work-conserving
+    bound (each verdict wrong with probability ≤ 1 %), so an analytic value outside it is either a
+    wrong theory or a wrong simulator. For a work-conserving policy the bracket's top must not exceed
+    ~the bound (Theorem 2(a)).
+
+    Raises:
+        ModelError: an unknown engine or policy (named), bad counts.
+    """
+    from ..sim.simulate import pick_engine
+    from . import capacity
+
+    eng, workloads = pick_engine(model, engine)
+    require(len(policies) > 0, "policies", list(policies), "must name at least one policy")
+    replications = integer(replications, "replications", minimum=2)
+    wc_scale = capacity(model).max_scale
+    lam = sum(w.arrival.rate_per_s for w in workloads)
+    rows = []
+    for p in policies:
+        spec = p if isinstance(p, PolicySpec) else PolicySpec(p)
+        m = model.with_engine(eng.name, policy=spec)
+        pc = policy_capacity(m, spec, engine=eng.name, replications=replications, seed=seed, horizon_s=horizon_s,
+                             boundary_points=boundary_points, boundary_rounds=boundary_rounds, workers=workers)
+        analytic = pc if pc.method != "simulated" else None
+        b, sim = pc.boundary, pc.interval if analytic is None else None
+        if simulate and analytic is not None:
+            b = _boundary(m, eng.name, wc_scale, replications=replications, seed=seed, points=boundary_points,
+                          rounds=boundary_rounds, horizon_s=horizon_s, workers=workers)
+            sim = _bracket(b, wc_scale)
+        agrees = None
+        if analytic is not None and sim is not None:
+            a_lo, a_hi = analytic.interval if analytic.interval is not None else (analytic.max_scale,) * 2
+            agrees = bool(a_hi >= sim[0] and a_lo <= sim[1])
+        rows.append(PolicyCapacityRow(spec.name, spec.work_conserving, analytic, sim, b, agrees))
+    return PolicyCapacityTable(eng.name, wc_scale, lam, tuple(rows), replications, horizon_s, seed)

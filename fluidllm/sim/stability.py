@@ -14,6 +14,8 @@ there is backlog, so b_max/t(b_max) — which equals μ* = max_n n/t(n) when b0 
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -187,15 +189,31 @@ class BoundaryResult:
                            for r in self.rounds]}
 
 
+def _boundary_point(args: tuple[Any, ...]) -> tuple[float, str, float]:
+    model, eng_name, workloads, x, R, H, seed, backend, alpha, tolerance, max_memory_mb = args
+    sim = simulate(model, replications=R, horizon_s=H / 1000.0, seed=seed, engine=eng_name, backend=backend,
+                   load=x, max_memory_mb=max_memory_mb)
+    ok = ~sim.diverged
+    v = _verdict_of(sim, np.flatnonzero(ok) if ok.sum() >= 2 else np.arange(R), offered_tokens_per_s(workloads, x),
+                    alpha, tolerance)
+    verdict = v.verdict if (v.verdict == "UNSTABLE" or not sim.diverged.any()) else "INCONCLUSIVE"
+    return float(x), verdict, v.slope_tokens_per_s
+
+
 def stability_boundary(model: Model, *, lo: float = 0.5, hi: float = 1.5, points: int = 8, rounds: int = 2,
                        replications: int = 8, horizon_s: float | None = None, seed: int = 0,
                        engine: str | None = None, backend: str = "numpy", alpha: float = 0.01,
-                       tolerance: float = 0.02) -> BoundaryResult:
+                       tolerance: float = 0.02, workers: int = 1, max_memory_mb: float = 1024.0) -> BoundaryResult:
     """Bracket the largest stable load between ``lo`` and ``hi`` (multiples of the model's rates).
 
-    Each round simulates ``points`` loads × ``replications`` runs in ONE vectorized run (every
-    replication carries its own load), takes a verdict per load, and narrows the bracket to the
-    largest STABLE load and the smallest UNSTABLE load above it; INCONCLUSIVE loads stay inside.
+    Each round tries ``points`` loads evenly spaced in [lo, hi], ``replications`` runs each, takes a
+    verdict per load (as :func:`stability`, without horizon extensions), and narrows the bracket to
+    the largest STABLE load and the smallest UNSTABLE load above it; INCONCLUSIVE loads stay inside.
+    If even ``lo`` is UNSTABLE, the next round searches [lo / points, lo]. Every load of a round uses the same seed (common random numbers), and each load is its own
+    vectorized run: batching loads together would make every light replication pay for the queue
+    arrays of the overloaded ones. ``workers`` processes run the loads of a round in parallel (the
+    numbers do not depend on it). A replication reaching ``max_memory_mb`` is diverged: its load is
+    UNSTABLE if the others grow, else INCONCLUSIVE.
 
     Raises:
         ModelError: bad arguments, named.
@@ -207,19 +225,20 @@ def stability_boundary(model: Model, *, lo: float = 0.5, hi: float = 1.5, points
     points = integer(points, "points", minimum=2)
     rounds = integer(rounds, "rounds", minimum=1)
     R = integer(replications, "replications", minimum=2)
+    workers = integer(workers, "workers", minimum=0) or (os.cpu_count() or 1)
+    max_memory_mb = finite_number(max_memory_mb, "max_memory_mb", minimum=0, strict=True)
     H = (finite_number(horizon_s, "horizon_s", minimum=0, strict=True) * 1000.0 if horizon_s is not None
          else _horizon_ms(eng, workloads, 1.0))
     stable, unstable = None, None
     log = []
     for k in range(rounds):
-        loads = np.linspace(lo, hi, points)
-        sim = simulate(model, replications=points * R, horizon_s=H / 1000.0, seed=seed + k, engine=eng.name,
-                       backend=backend, load=np.repeat(loads, R))
-        row = []
-        for i, x in enumerate(loads):
-            v = _verdict_of(sim, np.arange(i * R, (i + 1) * R), offered_tokens_per_s(workloads, float(x)), alpha,
-                            tolerance)
-            row.append((float(x), v.verdict, v.slope_tokens_per_s))
+        jobs = [(model, eng.name, workloads, float(x), R, H, seed + k, backend, alpha, tolerance, max_memory_mb)
+                for x in np.linspace(lo, hi, points)]
+        if workers > 1:
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+                row = list(pool.map(_boundary_point, jobs))
+        else:
+            row = [_boundary_point(j) for j in jobs]
         log.append(tuple(row))
         st = [x for x, v, _ in row if v == "STABLE"]
         if st:
@@ -227,8 +246,12 @@ def stability_boundary(model: Model, *, lo: float = 0.5, hi: float = 1.5, points
         un = [x for x, v, _ in row if v == "UNSTABLE" and (stable is None or x > stable)]
         if un:
             unstable = min(un) if unstable is None else min(unstable, min(un))
-        new_lo = stable if stable is not None else lo
-        new_hi = unstable if unstable is not None else hi
+        if stable is None and unstable is not None and unstable <= lo:
+            # even the lightest load tried is unstable: search below it next round
+            new_lo, new_hi = lo / points, lo
+        else:
+            new_lo = stable if stable is not None else lo
+            new_hi = unstable if unstable is not None else hi
         if new_hi <= new_lo or (new_lo, new_hi) == (lo, hi):
             break
         lo, hi = new_lo, new_hi
