@@ -406,7 +406,7 @@ class ChainResult:
         policy, token_budget, max_requests: what was solved.
         n_states, n_transitions: size of the chain.
         pi: the stationary distribution (same order as ``chain.states``).
-        mean_in_system: E_π[requests in system] at a boundary (before the batch).
+        mean_in_system: E_π[requests in system] at a boundary, after the step's arrivals and before its batch.
         mean_tokens_left: E_π[V], V = tokens left (geometric decode: expected tokens left).
         throughput_per_batch: E_π[completions per step] (requests per batch).
         arrival_rate_per_batch: E[A]; ``loss_fraction`` = E_π[arrivals lost] / E[A]; in the
