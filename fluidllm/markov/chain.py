@@ -58,7 +58,9 @@ __all__ = ["GeometricDecode", "Chain", "ChainResult", "build_chain", "solve", "s
            "bernoulli_arrivals", "MARKOV_POLICIES"]
 
 #: Policies whose next batch is a function of this chain's state alone.
-MARKOV_POLICIES = ("fastertransformer", "vllm", "orca", "sarathi", "kfcfs")
+#: ``python``: a plug-in whose plan is a function of the view alone (no memory between batches);
+#: ids in its view are positions 0..m-1, so they are not stable across steps.
+MARKOV_POLICIES = ("fastertransformer", "vllm", "orca", "sarathi", "kfcfs", "python")
 _WHOLE_PROMPTS = ("fastertransformer", "vllm")
 _PMF_TOL = 1e-9
 
@@ -237,6 +239,10 @@ def build_chain(engine: Engine, *, prefill: Mapping[int, float] | Sequence[float
     pre = _pmf(prefill, "prefill", minimum=1)
     geo = isinstance(decode, GeometricDecode)
     dec: dict[int, float] | GeometricDecode = decode if geo else _pmf(decode, "decode", minimum=0)
+    # a plug-in may read decode_left; with a geometric law the state holds only a phase flag
+    require(not (geo and pol.name == "python"), "decode", decode,
+            "must be a finite pmf for a python plug-in (a geometric decode is stored as a phase flag, "
+            "which would show the plug-in decode_left = 1)")
     arr = _pmf(arrivals, "arrivals", minimum=0)
     max_requests = integer(max_requests, "max_requests", minimum=1)
     max_states = integer(max_states, "max_states", minimum=1)

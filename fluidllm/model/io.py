@@ -222,7 +222,7 @@ def _engine_from_toml(name: str, d: Any, base: Path) -> Engine:
     where = f"engines.{name}"
     d = _table(d, where)
     _keys(d, where, _ENGINE_KEYS, {"token_budget", "batch_time"})
-    policy = policy_from_toml(d.get("policy", "sarathi"), f"{where}.policy")
+    policy = policy_from_toml(d.get("policy", "sarathi"), f"{where}.policy", base)
     bt = batch_time_from_toml(d["batch_time"], f"{where}.batch_time", base)
     return Engine(name, d["token_budget"], bt, d.get("max_batch_requests"), d.get("max_resident_requests"),
                   d.get("kv_capacity_tokens"), policy)

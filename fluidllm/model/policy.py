@@ -6,6 +6,7 @@ literature disagrees on are flags, never hidden choices (see ``../shared/design.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError, integer, require
@@ -29,7 +30,8 @@ POLICIES: dict[str, tuple[bool, dict[str, tuple[str, Any, str]]]] = {
                         "order": ("list", [], "class names, highest priority first")}),
     "wait": (False, {"thresholds": ("list", [], "per-class admission thresholds (Ao et al. 2025)")}),
     "nested-wait": (False, {"thresholds": ("list", [], "nested admission thresholds (Ao et al. 2025)")}),
-    "python": (False, {"target": ("str", None, "path/to/file.py:Class or module:Class")}),
+    "python": (False, {"target": ("str", None, "path/to/file.py:Class or module:Class"),
+                       "params": ("dict", {}, "keyword arguments for the plug-in class")}),
 }
 
 
@@ -56,6 +58,9 @@ class PolicySpec:
                     opts[k] = integer(v, f"policy.{k}", minimum=1)
             elif typ == "str":
                 require(isinstance(v, str), f"policy.{k}", v, "must be a string")
+            elif typ == "dict":
+                require(isinstance(v, dict), f"policy.{k}", v, "must be a table")
+                opts[k] = dict(v)
             elif typ == "list":
                 require(isinstance(v, list | tuple), f"policy.{k}", v, "must be a list")
                 opts[k] = list(v)
@@ -71,7 +76,13 @@ class PolicySpec:
 
     @property
     def work_conserving(self) -> bool:
-        """Whether the rule is work-conserving in the paper's sense (eqs. 8–9)."""
+        """Whether the rule is work-conserving in the paper's sense (eqs. 8–9). A ``python``
+        plug-in is only if it declares ``work_conserving = True`` (its file is loaded to read it;
+        ``fluidllm.testing.check_work_conserving`` tests the claim)."""
+        if self.name == "python":
+            from ..policies.plugin import declared_work_conserving, policy_object
+
+            return bool(declared_work_conserving(policy_object(self)))
         return POLICIES[self.name][0]
 
     def flag(self, key: str) -> Any:
@@ -82,13 +93,22 @@ class PolicySpec:
         return self.name if not self.options else {"kind": self.name, **self.options}
 
 
-def policy_from_toml(value: Any, where: str) -> PolicySpec:
-    """Read ``policy = "name"`` or ``policy = { kind = "name", flag = ... }``."""
+def policy_from_toml(value: Any, where: str, base: Path | None = None) -> PolicySpec:
+    """Read ``policy = "name"`` or ``policy = { kind = "name", flag = ... }``.
+
+    A ``python`` plug-in's ``target = "file.py:Class"`` with a relative path is resolved against
+    ``base`` (the model file's folder).
+    """
     if isinstance(value, str):
         value = {"kind": value}  # same path as a table, so errors name the engine's policy field
     if isinstance(value, dict):
         d = dict(value)
         name = d.pop("kind", None)
+        tgt = d.get("target")
+        if name == "python" and base is not None and isinstance(tgt, str) and ":" in tgt:
+            file, attr = tgt.rsplit(":", 1)
+            if file.endswith(".py") and not Path(file).expanduser().is_absolute():
+                d["target"] = f"{(base / file).resolve()}:{attr}"
         if name is None:
             raise ModelError(f"{where}.kind", None, f"must name the policy, one of {sorted(POLICIES)}")
         try:

@@ -83,9 +83,11 @@ KV memory (only when ``engine.kv_capacity_tokens`` = M is set; every policy):
 
 Token accounting: tokens served + tokens left = tokens arrived + recomputed tokens.
 
-Not implemented here (raise :class:`NotImplementedError`): the policies ``priority``, ``wait``,
-``nested-wait`` and ``python`` plug-ins, and a ``vllm-v1`` ``preemption`` mode other than
-``recompute``.
+Plug-in policies (``python``, :mod:`fluidllm.policies.plugin`) run here as they are: their
+``plan(view)`` is called at every boundary and the plan checked like any other.
+
+Not implemented here (raise :class:`NotImplementedError`): the policies ``priority``, ``wait`` and
+``nested-wait``, and a ``vllm-v1`` ``preemption`` mode other than ``recompute``.
 """
 from __future__ import annotations
 
@@ -112,7 +114,7 @@ Plan = dict[int, tuple[int, int]]
 
 #: The policies this simulator runs.
 REFERENCE_POLICIES = ("fastertransformer", "fastertransformer-static", "vllm", "orca", "sarathi", "kfcfs",
-                      "vllm-v1")
+                      "vllm-v1", "python")
 _WHOLE_PROMPTS = ("fastertransformer", "fastertransformer-static", "vllm")
 
 
@@ -282,6 +284,10 @@ def plan_batch(policy: PolicySpec, view: View) -> Plan:
             elif r.prefill_left > 0:
                 f.give(r, min(r.prefill_left, f.budget, chunk if chunk is not None else r.prefill_left), 0)
         f.prefill_chunks([r for r in reqs if not r.running], chunk)  # then new (or preempted) prompts
+    elif name == "python":
+        from ..policies.plugin import plan_with, policy_object
+
+        return plan_with(policy_object(policy), view)
     else:
         raise NotImplementedError(
             f"policy {name!r} is not in the reference simulator; it runs {list(REFERENCE_POLICIES)}")
@@ -531,7 +537,7 @@ def simulate_reference(engine: Engine, requests: Requests, horizon_ms: float,
         ModelError: a bad engine, requests, horizon or initial entry; a batch time that is not a
             finite positive number of ms.
         NotImplementedError: a policy outside :data:`REFERENCE_POLICIES` (``priority``, ``wait``,
-            ``nested-wait``, ``python``), or a ``vllm-v1`` preemption mode other than ``recompute``.
+            ``nested-wait``), or a ``vllm-v1`` preemption mode other than ``recompute``.
         PlanViolation: a policy broke the model's rules (a bug).
     """
     require(isinstance(engine, Engine), "engine", engine, "must be an Engine")
