@@ -5,7 +5,7 @@ and ``plan(view) -> {request_id: (prefill_tokens, decode_tokens)}``. ``view`` is
 :class:`View` — ``token_budget``, ``max_batch_requests``, ``kv_capacity_tokens`` (plus
 ``kv_free_tokens``, ``max_resident_requests``) and ``requests``, the resident requests in FCFS order,
 each a :class:`RequestView` with ``id``, ``prefill_left``, ``decode_left``, ``klass``,
-``arrival_index`` (and ``running``, ``decoding``). Requests left out of the plan get nothing in
+``arrival_index`` (and ``running``, ``decoding``, ``kv_tokens`` — the KV cache it holds). Requests left out of the plan get nothing in
 this batch. The engine, not the policy, checks every plan (:func:`fluidllm.sim.reference.check_plan`):
 at most ``token_budget`` tokens, one decode token per request, no decode before the prompt is done,
 and so on; a broken plan raises :class:`PlanViolation` naming the rule.

@@ -130,6 +130,8 @@ class RequestView:
     """One resident request as a policy sees it (read-only).
 
     ``running``: it has been given tokens and not been preempted since (see the module text).
+    ``kv_tokens``: the KV cache it holds now (tokens processed since it last started; 0 without a
+    KV model) — what a memory-aware policy needs to foresee its peak use.
     """
 
     id: int
@@ -138,6 +140,7 @@ class RequestView:
     klass: int = 0
     arrival_index: int = 0
     running: bool = False
+    kv_tokens: int = 0
 
     @property
     def decoding(self) -> bool:
@@ -516,7 +519,7 @@ class _Request:
         return self.prefill_left == 0 and self.decode_left > 0
 
     def view(self) -> RequestView:
-        return RequestView(self.id, self.prefill_left, self.decode_left, self.klass, self.id, self.running)
+        return RequestView(self.id, self.prefill_left, self.decode_left, self.klass, self.id, self.running, self.kv)
 
 
 def _initial_requests(initial: Sequence[Sequence[int]] | None) -> list[_Request]:
