@@ -19,7 +19,7 @@ from ..model.policy import PolicySpec
 from ..sim.backend import Backend
 from .fill import fcfs_fill
 
-__all__ = ["SlotState", "VectorPolicy", "vector_policy", "VECTOR_POLICIES"]
+__all__ = ["SlotState", "VectorPolicy", "vector_policy", "plugin_vector_policy", "VECTOR_POLICIES"]
 
 
 @dataclass
@@ -166,13 +166,51 @@ VECTOR_POLICIES: dict[str, VectorPolicy] = {p.name: p for p in (
 )}
 
 
+def plugin_vector_policy(policy: Any) -> VectorPolicy:
+    """A python plug-in's ``plan_vectorized(B, state)`` as a :class:`VectorPolicy` the core runs.
+
+    The plug-in's rule receives the backend ``B`` and a :class:`SlotState` and returns
+    ``(prefill, decode)``, two (R, W) int arrays (optionally followed by their per-replication totals
+    (P, D)), like the built-in rules: it must honour ``state.budget`` (min(b_max, free KV), 0 for a
+    stopped replication) and ``state.slots``, give a decode token only to a decoding slot
+    (prefill left 0, decode left > 0), and at most one. ``work_conserving`` is the plug-in's declared
+    attribute; it may declare ``needs_running`` (``state.running`` is then tracked, as for vLLM v1)
+    and ``needs_group`` (``state.group``, as for FasterTransformer static); prompts longer than the
+    budget are never set aside (no ``whole_prompts`` semantics).
+
+    Caveat: the core moves a waiting request into its slots only when an FCFS fill could reach it
+    (the prompts ahead of it ask for fewer than b_max tokens, fewer than k_max prompts and
+    ``max_resident_requests`` requests are there). So a vectorized plug-in must be FCFS-prefix
+    monotone: it never serves a request while skipping an older one that the budget could reach.
+    A policy that may (shortest prompt first, priorities across arrival order) must stay scalar:
+    without ``plan_vectorized`` it runs on the per-replication path (:mod:`fluidllm.sim.scalar`),
+    which shows it every waiting request. ``fluidllm.testing.check_matches`` compares the two forms.
+    """
+    fn = policy.plan_vectorized
+    return VectorPolicy(
+        name=str(policy.name), work_conserving=bool(getattr(policy, "work_conserving", False) or False),
+        rule=lambda B, s, spec: fn(B, s),
+        needs_running=bool(getattr(policy, "needs_running", False)),
+        needs_group=bool(getattr(policy, "needs_group", False)), whole_prompts=False)
+
+
 def vector_policy(spec: PolicySpec) -> VectorPolicy:
-    """The vectorized rule for a policy spec.
+    """The vectorized rule for a policy spec (a python plug-in's ``plan_vectorized``, see
+    :func:`plugin_vector_policy`).
 
     Raises:
-        NotImplementedError: a policy without a vectorized rule yet (priority, wait, nested-wait,
-            python plug-ins).
+        NotImplementedError: a policy without a vectorized rule yet (priority, wait, nested-wait, a
+            python plug-in without ``plan_vectorized``, which :func:`fluidllm.simulate` runs on its
+            per-replication path instead).
     """
+    if spec.name == "python":
+        from .plugin import policy_object
+
+        obj = policy_object(spec)
+        if callable(getattr(obj, "plan_vectorized", None)):
+            return plugin_vector_policy(obj)
+        raise NotImplementedError(f"the python policy {obj.name!r} has no plan_vectorized(B, state); "
+                                  "fluidllm.simulate runs it on the per-replication path (fluidllm.sim.scalar)")
     try:
         return VECTOR_POLICIES[spec.name]
     except KeyError:

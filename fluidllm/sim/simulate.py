@@ -5,10 +5,15 @@ Replications are drawn and run in blocks of :data:`BLOCK` (1024): block k draws 
 replications only — not on how many worker processes run the blocks (``workers``) nor on the
 backend. Blocks of ~1000 replications also keep NumPy's arrays in the CPU caches, where the core is
 fastest.
+
+A python plug-in policy without ``plan_vectorized`` takes the per-replication path
+(:mod:`fluidllm.sim.scalar`): the same draws, each replication run by the reference simulator, the
+same outputs — two to three orders of magnitude slower.
 """
 from __future__ import annotations
 
 import os
+import time as _time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import fields
 from typing import Any, Sequence
@@ -22,6 +27,7 @@ from ..model.workload import Workload
 from .core import CoreOutput, run_core
 from .draws import Requests
 from .result import SimResult
+from .scalar import block_requests, run_scalar
 from .source import FixedSource, StreamSource
 
 __all__ = ["simulate", "pick_engine", "BLOCK", "block_seed"]
@@ -39,6 +45,15 @@ def _run_block(args: tuple[Any, ...]) -> CoreOutput:
     eng, workloads, n, horizon_ms, seed, loads, kw = args
     gen = np.random.default_rng(seed)
     return run_core(eng, StreamSource(workloads, n, horizon_ms, gen, scale=loads), **kw)
+
+
+def _scalar_policy(eng: Engine) -> bool:
+    """A python plug-in without ``plan_vectorized``: it runs on the per-replication path."""
+    if eng.policy.name != "python":
+        return False
+    from ..policies.plugin import policy_object
+
+    return not callable(getattr(policy_object(eng.policy), "plan_vectorized", None))
 
 
 def _merge(outs: list[CoreOutput]) -> CoreOutput:
@@ -118,11 +133,24 @@ def simulate(model: Model, *, replications: int = 16, horizon_s: float = 60.0, s
             replication) instead of drawing; ``seed`` and ``load`` are then unused.
         initial: requests present at time 0 in every replication (see :func:`run_core`).
         workers: processes running blocks of :data:`BLOCK` replications in parallel (NumPy backend;
-            the numbers do not depend on it). ``0``: one per CPU.
+            the numbers do not depend on it). ``0``: one per CPU. On the per-replication path
+            (below) the processes share the replications themselves.
+
+    Plug-in policies (``policy = { kind = "python", ... }``): one with ``plan_vectorized`` runs in the
+    vectorized core like a built-in rule. One with only ``plan(view)`` runs on the documented
+    per-replication path (:mod:`fluidllm.sim.scalar`): the same draws as the core for the same
+    seed, each replication run by the reference simulator
+    (:func:`~fluidllm.sim.reference.simulate_reference`, which calls ``plan`` at every batch and
+    checks the plan), converted to the same outputs with the same definitions — a plug-in equal to
+    a built-in rule gives the built-in's result (exactly, except ``mean_requests_in_system`` to float
+    rounding; see :mod:`fluidllm.sim.scalar`). Its cost is O(batches × requests in system) Python
+    work per replication, 100–1000× the core's; ``backend`` and ``max_memory_mb`` do not apply there
+    (no replication is reported diverged), and ``backend`` reads ``"reference"``.
 
     Raises:
         ModelError: bad arguments (named), an engine without workloads, a backend not installed.
-        NotImplementedError: a policy the simulator does not run yet (priority, wait, python).
+        NotImplementedError: a policy the simulator does not run yet (priority, wait).
+        PlanViolation: a python plug-in broke the model's rules (per-replication path).
     """
     eng, workloads = pick_engine(model, engine)
     horizon_ms = finite_number(horizon_s, "horizon_s", minimum=0, strict=True) * 1000.0
@@ -138,7 +166,18 @@ def simulate(model: Model, *, replications: int = 16, horizon_s: float = 60.0, s
     workers = integer(workers, "workers", minimum=0) or (os.cpu_count() or 1)
     kw = dict(backend=backend, grid_points=grid_points, batch_log=batch_log, max_memory_mb=max_memory_mb,
               initial=initial)
-    if requests is not None:
+    if _scalar_policy(eng):
+        t0 = _time.perf_counter()
+        if requests is not None:
+            reqs = list(src.requests)
+        else:
+            reqs = [q for k, a in enumerate(range(0, R, BLOCK))
+                    for q in block_requests(workloads, min(BLOCK, R - a), horizon_ms, block_seed(seed_out, k),
+                                            loads[a:a + BLOCK])]
+        out = run_scalar(eng, reqs, horizon_ms, grid_points=grid_points, batch_log=batch_log, initial=initial,
+                         workers=workers)
+        out.wall_s = _time.perf_counter() - t0
+    elif requests is not None:
         out = run_core(eng, src, **kw)
     else:
         starts = list(range(0, R, BLOCK))
