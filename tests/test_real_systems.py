@@ -49,3 +49,18 @@ def test_sglang_and_lightllm_never_mix_prefill_and_decode() -> None:
         r = run(plugin(target), load=0.8)
         assert all(b.prefill_tokens == 0 or b.decode_tokens == 0 for b in r.batches)
         assert any(b.prefill_tokens > 0 for b in r.batches) and any(b.decode_tokens > 0 for b in r.batches)
+
+
+def test_sglang_vectorized_form_equals_its_scalar_form(tmp_path: Path) -> None:
+    (tmp_path / "scalar.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(RS)!r})\nfrom sglang_default import SGLangDefault\n"
+        "class Scalar(SGLangDefault):\n    plan_vectorized = None\n")
+    m = fl.load_model("examples/paper_codellama_b512.toml")
+    for load in (0.5, 1.1):
+        a = fl.simulate(m.with_engine("a100", policy=plugin("sglang_default.py:SGLangDefault")),
+                        replications=4, horizon_s=60, load=load, seed=3)
+        b = fl.simulate(m.with_engine("a100", policy=fl.PolicySpec("python", {"target": f"{tmp_path / 'scalar.py'}:Scalar"})),
+                        replications=4, horizon_s=60, load=load, seed=3)
+        assert a.backend != "reference" and b.backend == "reference"
+        assert (a.series_backlog_tokens == b.series_backlog_tokens).all()
+        assert (a.throughput_requests_per_s == b.throughput_requests_per_s).all()

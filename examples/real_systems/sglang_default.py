@@ -12,7 +12,8 @@ Modelled: prefill-only batches of FCFS prompt chunks while any prompt tokens wai
 partially prefilled prompt first, as SGLang continues its chunked request), else one decode token
 for every decoding request, FCFS, within the token budget (``max_prefill_tokens`` /
 ``chunked_prefill_size``: the engine's ``token_budget``, or ``chunked_prefill_size`` if smaller) and
-``max_batch_requests``. Not modelled: the radix prefix cache, ``new_token_ratio`` KV reservation
+``max_batch_requests``. ``plan_vectorized`` is the same rule over the simulator's slot arrays, so
+fluidllm's vectorized core runs it (``fluidllm.testing.check_matches`` checks the two agree). Not modelled: the radix prefix cache, ``new_token_ratio`` KV reservation
 (see ``lightllm_peak_kv.py`` for a memory-reserving admission), retraction.
 """
 from __future__ import annotations
@@ -49,3 +50,15 @@ class SGLangDefault:
                 budget -= 1
                 slots -= 1
         return plan
+
+    def plan_vectorized(self, B, s):
+        """The same rule for every replication at once: (R, W) slot arrays in FCFS order."""
+        from fluidllm.policies import fcfs_fill
+
+        budget = s.budget if self.chunk is None else B.astype(B.minimum(s.budget, self.chunk), "int32")
+        pre_phase = s.pre > 0
+        decoding = B.astype((s.pre == 0) & (s.dec > 0), "int32")
+        # rows with any prompt tokens left run a prefill batch, the others a decode batch
+        x = B.where(B.rany(pre_phase)[:, None], s.pre, decoding)
+        give, _, _ = fcfs_fill(B, x, budget, s.slots, whole=False)
+        return B.where(pre_phase, give, 0), B.where(pre_phase, 0, give)

@@ -110,7 +110,7 @@ def policy_capacity(model: Model, policy: str | PolicySpec | None = None, *, eng
 
     def result(scale: float, method: str, interval: tuple[float, float] | None, detail: str,
                boundary: Any = None) -> PolicyCapacity:
-        return PolicyCapacity(spec.name, eng.name, scale, method, interval, wc_scale,
+        return PolicyCapacity(spec.label, eng.name, scale, method, interval, wc_scale,
                               1.0 - scale / wc_scale if wc_scale > 0 else math.nan, detail, boundary)
 
     if spec.name in _WC and paper and eng.max_batch_requests is None:
@@ -260,5 +260,5 @@ def policy_capacity_table(model: Model, policies: Sequence[str | PolicySpec] = (
         if analytic is not None and sim is not None:
             a_lo, a_hi = analytic.interval if analytic.interval is not None else (analytic.max_scale,) * 2
             agrees = bool(a_hi >= sim[0] and a_lo <= sim[1])
-        rows.append(PolicyCapacityRow(spec.name, spec.work_conserving, analytic, sim, b, agrees))
+        rows.append(PolicyCapacityRow(spec.label, spec.work_conserving, analytic, sim, b, agrees))
     return PolicyCapacityTable(eng.name, wc_scale, lam, tuple(rows), replications, horizon_s, seed)

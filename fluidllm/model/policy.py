@@ -85,6 +85,15 @@ class PolicySpec:
             return bool(declared_work_conserving(policy_object(self)))
         return POLICIES[self.name][0]
 
+    @property
+    def label(self) -> str:
+        """The name to show: the built-in's name, or a python plug-in's own ``name``."""
+        if self.name == "python":
+            from ..policies.plugin import policy_object
+
+            return str(policy_object(self).name)
+        return self.name
+
     def flag(self, key: str) -> Any:
         """The flag's value, or its documented default."""
         return self.options.get(key, POLICIES[self.name][1][key][1])
