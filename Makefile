@@ -28,6 +28,8 @@ demo: $(STAMP)
 	@$(VENV)/bin/fluidllm region examples/vertex_c_kmax100.toml
 	@echo
 	@$(PY) scripts/demo_stability.py
+	@echo
+	@$(VENV)/bin/fluidllm paper --out report
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest -q

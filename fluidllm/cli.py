@@ -217,6 +217,40 @@ def cmd_check(a: argparse.Namespace) -> int:
     return 0 if obj["failed"] == 0 else 1
 
 
+def cmd_check_policy(a: argparse.Namespace) -> int:
+    from .testing.report import check_policy
+
+    res = check_policy(a.target, a.model, engine=a.engine, replications=a.replications, seed=a.seed,
+                       max_examples=a.max_examples, capacity=not a.no_capacity, horizon_s=a.horizon_s)
+    _emit(res.to_dict(), a.json, res.text)
+    return 0 if res.ok else 1
+
+
+def _names(text: str | None, field: str) -> list[str] | None:
+    if text is None:
+        return None
+    if text.strip() == "none":
+        return []
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise ModelError(field, text, "must be comma-separated names, or 'none'")
+    return names
+
+
+def cmd_paper(a: argparse.Namespace) -> int:
+    try:
+        from .report.paper import check_out_dir, write_report
+    except ImportError as e:
+        raise ModelError("matplotlib", None, f"must be installed for `fluidllm paper` ({e}); "
+                         "pip install matplotlib") from None
+
+    check_out_dir(a.out, "--out")
+    rep = write_report(a.out, quick=a.quick, workers=a.workers, figures=_names(a.figures, "--figures"),
+                       only_checks=_names(a.checks, "--checks"), policy_table=not a.no_policy_table)
+    _emit(rep.to_dict(), a.json, rep.summary)
+    return 0 if rep.ok else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fluidllm", description="Capacity of LLM inference engines and agent networks.")
     p.add_argument("--version", action="version", version=f"fluidllm {__import__('fluidllm').__version__}")
@@ -238,6 +272,18 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("only", nargs="*", help="names of checks to run (default: all)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("paper", help="reproduce the paper's single-engine claims: checks, figures, capacity table "
+                                     "-> OUT/README.md + PNGs; exit 1 on a failed check")
+    s.add_argument("--out", default="report", help="folder to write (default ./report; created if missing)")
+    s.add_argument("--quick", action="store_true",
+                   help="small simulations for the figures and the table (the checks run in full; about 1 minute)")
+    s.add_argument("--workers", type=int, default=2, help="processes for the checks and simulations (default 2)")
+    s.add_argument("--figures", help="comma-separated figure names to draw, or 'none' (default: all)")
+    s.add_argument("--checks", help="comma-separated proofs_checks names to run, or 'none' (default: all)")
+    s.add_argument("--no-policy-table", action="store_true", help="skip the per-policy capacity table")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=cmd_paper)
 
     s = sub.add_parser("region", help="vertices and facets of each engine's (prefill, decode) token-rate region")
     s.add_argument("model")
@@ -269,6 +315,20 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--boundary", metavar="LO:HI",
                    help="also bracket the largest stable load between LO and HI (multiples of the file's rates)")
     s.set_defaults(func=cmd_stability)
+
+    s = sub.add_parser("check-policy", help="judge a scheduling policy: engine rules, work conservation "
+                                            "(minimal counterexample), capacity vs the work-conserving bound")
+    s.add_argument("target", help="file.py:Class, module:Class, or a built-in policy name")
+    s.add_argument("--model", help="model TOML file for the capacity (default: a small built-in model)")
+    s.add_argument("--engine", help="the engine whose policy is replaced (needed when the model has several)")
+    s.add_argument("--replications", type=int, default=8, help="replications per load for a simulated boundary")
+    s.add_argument("--horizon-s", type=float, default=None,
+                   help="simulated seconds per run (default: chosen from the model's time scales)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the state searches and the simulations")
+    s.add_argument("--max-examples", type=int, default=1000, help="states tried by the work-conservation search")
+    s.add_argument("--no-capacity", action="store_true", help="skip the capacity (no simulation)")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=cmd_check_policy)
 
     s = sub.add_parser("presets", help="list the shipped batch-time presets with their sources")
     s.add_argument("--json", action="store_true")

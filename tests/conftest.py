@@ -8,10 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import settings
-from hypothesis import strategies as st
 
 import fluidllm as F
-from fluidllm.model.policy import POLICIES
 
 SHARED_TRACES = Path("/work/shared/traces")
 AZURE_DIR = SHARED_TRACES / "azure_llm_2023"
@@ -90,138 +88,10 @@ def mooncake_small(tmp_path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------- strategies
+# (they live in fluidllm.testing.strategies, for users' tests too)
 
-finite = dict(allow_nan=False, allow_infinity=False)
-
-
-@st.composite
-def length_laws(draw, min_at_least: int = 0, depth: int = 1, scale: float = 500.0):
-    """Any marginal length law whose support starts at ``>= min_at_least``, means up to ~``scale``.
-
-    Lognormal parameters are kept where its exact moments are cheap (sigma <= 0.8, mean <= 300).
-    """
-    lo = min_at_least
-    kinds = ["deterministic", "geometric", "poisson", "uniform", "lognormal", "empirical"]
-    if depth > 0:
-        kinds.append("mixture")
-    kind = draw(st.sampled_from(kinds))
-    if kind == "deterministic":
-        return F.Deterministic(draw(st.integers(lo, lo + int(10 * scale))))
-    if kind in ("geometric", "poisson"):
-        mn = draw(st.integers(lo, lo + 3))
-        mean = draw(st.floats(mn, mn + scale, **finite))
-        return (F.Geometric if kind == "geometric" else F.Poisson)(mean, mn)
-    if kind == "uniform":
-        low = draw(st.integers(lo, lo + 200))
-        return F.Uniform(low, draw(st.integers(low, low + int(6 * scale))))
-    if kind == "lognormal":
-        # ceil(Y) >= 1 always: fine for any min_at_least <= 1
-        return F.Lognormal(draw(st.floats(0.5, min(300.0, scale), **finite)),
-                          draw(st.floats(0.05, 0.8 if scale >= 300 else 0.5, **finite)))
-    if kind == "empirical":
-        vals = draw(st.lists(st.integers(lo, lo + int(40 * scale)), min_size=1, max_size=40))
-        return F.Empirical(np.array(vals))
-    n = draw(st.integers(1, 3))
-    raw = draw(st.lists(st.floats(0.05, 1.0, **finite), min_size=n, max_size=n))
-    w = [x / sum(raw) for x in raw]
-    w[-1] = 1.0 - sum(w[:-1])
-    comps = [draw(length_laws(min_at_least=lo, depth=depth - 1, scale=scale)) for _ in range(n)]
-    return F.Mixture(tuple(w), tuple(comps))
-
-
-@st.composite
-def joint_laws(draw):
-    if draw(st.booleans()):
-        n = draw(st.integers(1, 30))
-        pre = draw(st.lists(st.integers(1, 9000), min_size=n, max_size=n))
-        dec = draw(st.lists(st.integers(0, 2000), min_size=n, max_size=n))
-        return F.EmpiricalPairs(np.array(pre), np.array(dec))
-    return F.Independent(draw(length_laws(min_at_least=1)), draw(length_laws()))
-
-
-@st.composite
-def arrivals(draw):
-    kind = draw(st.sampled_from(["poisson", "deterministic", "renewal", "trace"]))
-    rate = draw(st.floats(0.0, 1e4, **finite))
-    if kind == "poisson":
-        return F.PoissonArrival(rate)
-    if kind == "deterministic":
-        return F.DeterministicArrival(rate, draw(st.floats(0.0, 1e5, **finite)))
-    if kind == "renewal":
-        return F.RenewalArrival(rate, draw(st.floats(0.01, 50.0, **finite)),
-                                draw(st.sampled_from(["gamma", "lognormal", "weibull"])))
-    gaps = draw(st.lists(st.floats(0.0, 1e4, **finite), min_size=1, max_size=20))
-    speed = draw(st.sampled_from([1.0, 0.5, 2.0, 7.25]))
-    return F.TraceArrival(np.concatenate([[0.0], np.cumsum(gaps)]), speed)
-
-
-@st.composite
-def policies(draw):
-    name = draw(st.sampled_from(sorted(POLICIES)))
-    opts: dict = {}
-    if name in ("fastertransformer", "fastertransformer-static", "vllm") and draw(st.booleans()):
-        opts["split_long_prompts"] = draw(st.booleans())
-    if name in ("orca", "sarathi", "vllm-v1") and draw(st.booleans()):
-        opts["chunk_size"] = draw(st.one_of(st.none(), st.integers(1, 4096)))
-    if name == "vllm-v1" and draw(st.booleans()):
-        opts["preemption"] = "recompute"
-    if name == "priority":
-        opts["inner"] = draw(st.sampled_from(["kfcfs", "sarathi", "orca", "vllm"]))
-        opts["order"] = draw(st.lists(st.sampled_from(["a", "b", "chat", "code"]), max_size=3))
-    if name in ("wait", "nested-wait"):
-        opts["thresholds"] = draw(st.lists(st.integers(1, 1000), max_size=3))
-    if name == "python":
-        opts["target"] = "my_policy.py:MyPolicy"
-    return F.PolicySpec(name, opts)
-
-
-@st.composite
-def batch_times(draw, token_budget: int):
-    kind = draw(st.sampled_from(["constant", "affine", "piecewise-linear", "staircase", "two-feature",
-                                 "table", "preset"]))
-    c = draw(st.floats(0.01, 100.0, **finite))
-    a = draw(st.floats(0.0, 50.0, **finite))
-    if kind == "constant":
-        return F.Constant(c)
-    if kind == "affine":
-        return F.Affine(c, a)
-    if kind == "piecewise-linear":
-        return F.PiecewiseLinear(c, a, draw(st.integers(0, 1024)))
-    if kind == "staircase":
-        return F.Staircase(c, a, draw(st.integers(1, 1024)))
-    if kind == "two-feature":
-        return F.TwoFeature(c, a, draw(st.integers(0, 1024)), draw(st.floats(0, 1, **finite)),
-                            draw(st.floats(0, 1e-3, **finite)), draw(st.floats(0, 1e-5, **finite)))
-    if kind == "preset":
-        from fluidllm.presets import get_preset, preset_names
-
-        return get_preset(draw(st.sampled_from(preset_names())))
-    inner = draw(st.lists(st.integers(2, token_budget + 500), max_size=8, unique=True))
-    tokens = sorted({1, token_budget, *inner})
-    if len(tokens) < 2:
-        tokens = [1, 2]
-    times = np.cumsum(draw(st.lists(st.floats(0.01, 20.0, **finite), min_size=len(tokens),
-                                    max_size=len(tokens))))
-    return F.Table(np.array(tokens, float), times)
-
-
-@st.composite
-def engines(draw, name: str):
-    b = draw(st.integers(1, 4096))
-    cap = st.one_of(st.none(), st.integers(1, 10**6))
-    return F.Engine(name, b, draw(batch_times(b)), draw(cap), draw(cap), draw(cap), draw(policies()))
-
-
-names = st.from_regex(r"[a-z][a-z0-9_-]{0,7}", fullmatch=True)
-
-
-@st.composite
-def models(draw):
-    enames = draw(st.lists(names, min_size=1, max_size=3, unique=True))
-    eng = {n: draw(engines(n)) for n in enames}
-    wnames = draw(st.lists(names, max_size=3, unique=True))
-    wl = {n: F.Workload(n, draw(arrivals()), draw(joint_laws()), draw(st.sampled_from(enames))) for n in wnames}
-    return F.Model(eng, wl)
+from fluidllm.testing.strategies import (arrivals, batch_times, engines, finite, joint_laws,  # noqa: E402,F401
+                                         length_laws, models, names, policies)
 
 
 def is_finite(x: float) -> bool:

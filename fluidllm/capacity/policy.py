@@ -113,7 +113,7 @@ def policy_capacity(model: Model, policy: str | PolicySpec | None = None, *, eng
         return PolicyCapacity(spec.label, eng.name, scale, method, interval, wc_scale,
                               1.0 - scale / wc_scale if wc_scale > 0 else math.nan, detail, boundary)
 
-    if spec.name in _WC and paper and eng.max_batch_requests is None:
+    if spec.name in _WC and spec.work_conserving and paper and eng.max_batch_requests is None:
         return result(wc_scale, "analytic", None,
                       f"work-conserving: Theorem 2, mu* = {wc.max_token_rate_per_s:.6g} tokens/s")
     if spec.name in _STATIC and len(workloads) == 1 and eng.kv_capacity_tokens is None and \

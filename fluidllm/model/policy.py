@@ -76,14 +76,17 @@ class PolicySpec:
 
     @property
     def work_conserving(self) -> bool:
-        """Whether the rule is work-conserving in the paper's sense (eqs. 8–9). A ``python``
+        """Whether the rule is work-conserving in the paper's sense (eqs. 8–9). Not with a
+        ``chunk_size`` flag (one prompt of more than chunk_size tokens, alone, gets a part-empty
+        batch; ``fluidllm.testing.check_work_conserving`` finds it). A ``python``
         plug-in is only if it declares ``work_conserving = True`` (its file is loaded to read it;
         ``fluidllm.testing.check_work_conserving`` tests the claim)."""
         if self.name == "python":
             from ..policies.plugin import declared_work_conserving, policy_object
 
             return bool(declared_work_conserving(policy_object(self)))
-        return POLICIES[self.name][0]
+        # a prefill chunk cap below the budget leaves it part-empty with one long prompt resident
+        return POLICIES[self.name][0] and self.options.get("chunk_size") is None
 
     @property
     def label(self) -> str:
@@ -116,7 +119,8 @@ def policy_from_toml(value: Any, where: str, base: Path | None = None) -> Policy
         tgt = d.get("target")
         if name == "python" and base is not None and isinstance(tgt, str) and ":" in tgt:
             file, attr = tgt.rsplit(":", 1)
-            if file.endswith(".py") and not Path(file).expanduser().is_absolute():
+            # resolved only when the file is there, so a model naming a missing file still round-trips
+            if file.endswith(".py") and not Path(file).expanduser().is_absolute() and (base / file).is_file():
                 d["target"] = f"{(base / file).resolve()}:{attr}"
         if name is None:
             raise ModelError(f"{where}.kind", None, f"must name the policy, one of {sorted(POLICIES)}")

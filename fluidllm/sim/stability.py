@@ -209,7 +209,7 @@ def stability_boundary(model: Model, *, lo: float = 0.5, hi: float = 1.5, points
     Each round tries ``points`` loads evenly spaced in [lo, hi], ``replications`` runs each, takes a
     verdict per load (as :func:`stability`, without horizon extensions), and narrows the bracket to
     the largest STABLE load and the smallest UNSTABLE load above it; INCONCLUSIVE loads stay inside.
-    If even ``lo`` is UNSTABLE, the next round searches [lo / points, lo]. Every load of a round uses the same seed (common random numbers), and each load is its own
+    While no load has been found STABLE, the next round reaches down to lo / points. Every load of a round uses the same seed (common random numbers), and each load is its own
     vectorized run: batching loads together would make every light replication pay for the queue
     arrays of the overloaded ones. ``workers`` processes run the loads of a round in parallel (the
     numbers do not depend on it). A replication reaching ``max_memory_mb`` is diverged: its load is
@@ -246,9 +246,9 @@ def stability_boundary(model: Model, *, lo: float = 0.5, hi: float = 1.5, points
         un = [x for x, v, _ in row if v == "UNSTABLE" and (stable is None or x > stable)]
         if un:
             unstable = min(un) if unstable is None else min(unstable, min(un))
-        if stable is None and unstable is not None and unstable <= lo:
-            # even the lightest load tried is unstable: search below it next round
-            new_lo, new_hi = lo / points, lo
+        if stable is None:
+            # nothing stable yet: the boundary may lie below lo, so the next round reaches down
+            new_lo, new_hi = lo / points, (unstable if unstable is not None else hi)
         else:
             new_lo = stable if stable is not None else lo
             new_hi = unstable if unstable is not None else hi
