@@ -46,10 +46,16 @@ def workloads() -> dict[str, fl.Model]:
     return {"fig1": fig1, "azure-conv": az}
 
 
+def _one_line(ce) -> str:
+    st = ", ".join(f"({r.prefill_left}, {r.decode_left})" for r in ce.view.requests)
+    return (f"b_max {ce.view.token_budget}, requests (prefill left, decode left) {st}: batch of "
+            f"{ce.batch_tokens} tokens, demand {ce.demand_tokens}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--replications", type=int, default=8)
-    ap.add_argument("--horizon-s", type=float, default=600.0)
+    ap.add_argument("--horizon-s", type=float, default=400.0)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
@@ -69,8 +75,7 @@ def main() -> None:
             iv = "" if pc.interval is None else f" [{pc.interval[0]:.3g}, {pc.interval[1]:.3g}]"
             cells.append(f"{pc.max_scale:.3g}{iv} of {pc.work_conserving_max_scale:.3g} "
                          f"({100 * pc.loss_ratio:.0f} % loss, {pc.method})")
-        ce = "" if wc.work_conserving else f" — e.g. {wc.counterexample_text()}" if hasattr(
-            wc, "counterexample_text") else ""
+        ce = "" if wc.work_conserving else f" (minimal counterexample: {_one_line(wc.counterexample)})"
         rows.append(f"| {label} | {'yes' if wc.work_conserving else 'no'}{ce} | " + " | ".join(cells) + " |")
         print(rows[-1], f"({time.perf_counter() - t0:.0f} s)", flush=True)
     head = ["| policy | work-conserving (fluidllm.testing) | Fig. 1 workload: max_scale of WC bound | "
