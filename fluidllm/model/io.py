@@ -10,7 +10,7 @@ import math
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tomli_w
@@ -24,6 +24,9 @@ from .model import Model
 from .policy import policy_from_toml
 from .traces import load_trace
 from .workload import Workload
+
+if TYPE_CHECKING:
+    from .network import NetworkModel
 
 __all__ = ["load_model", "loads_model", "dumps_model", "save_model", "batch_time_from_toml",
            "length_law_from_toml", "arrival_from_toml"]
@@ -236,8 +239,10 @@ def _workload_from_toml(name: str, d: Any, base: Path) -> Workload:
                     _joint_from_toml(d, where, base), d.get("engine"))
 
 
-def loads_model(text: str, base_dir: str | Path = ".") -> Model:
+def loads_model(text: str, base_dir: str | Path = ".") -> Model | NetworkModel:
     """Parse a model from TOML text; relative paths resolve against ``base_dir``.
+
+    A file with ``[workflows.*]`` gives a :class:`~fluidllm.model.network.NetworkModel`, else a ``Model``.
 
     Raises:
         ModelError: malformed TOML or any invalid field.
@@ -249,16 +254,18 @@ def loads_model(text: str, base_dir: str | Path = ".") -> Model:
     base = Path(base_dir)
     for k in doc:
         if k not in ("engines", "workloads", "workflows"):
-            raise ModelError(k, doc[k], "is not a known top-level table; allowed: engines, workloads")
+            raise ModelError(k, doc[k], "is not a known top-level table; allowed: engines, workloads, workflows")
     if "workflows" in doc:
-        raise ModelError("workflows", "...", "agent networks are not supported by this version yet")
+        from .network import network_from_toml
+
+        return network_from_toml(doc, base)
     engines = {n: _engine_from_toml(n, e, base) for n, e in _table(doc.get("engines", {}), "engines").items()}
     workloads = {n: _workload_from_toml(n, w, base) for n, w in _table(doc.get("workloads", {}), "workloads").items()}
     return Model(engines, workloads)
 
 
-def load_model(path: str | Path) -> Model:
-    """Load a model TOML file.
+def load_model(path: str | Path) -> Model | NetworkModel:
+    """Load a model TOML file (a ``NetworkModel`` when it has ``[workflows.*]``).
 
     Raises:
         ModelError: missing file, malformed TOML or any invalid field.
@@ -284,7 +291,7 @@ def _rel(d: Any, base: Path | None) -> Any:
     return d
 
 
-def model_to_dict(model: Model, base_dir: str | Path | None = None) -> dict[str, Any]:
+def model_to_dict(model: Model | NetworkModel, base_dir: str | Path | None = None) -> dict[str, Any]:
     """The TOML document of ``model`` as nested dicts."""
     base = Path(base_dir).resolve() if base_dir is not None else None
     engines: dict[str, Any] = {}
@@ -300,15 +307,20 @@ def model_to_dict(model: Model, base_dir: str | Path | None = None) -> dict[str,
     for n, w in model.workloads.items():
         d = {"arrival": w.arrival.to_dict(), **w.lengths.to_dict(), "engine": w.engine}
         workloads[n] = d
-    return _rel({"engines": engines, "workloads": workloads}, base)
+    doc: dict[str, Any] = {"engines": engines, "workloads": workloads}
+    if hasattr(model, "workflows"):  # a NetworkModel
+        if not workloads:
+            del doc["workloads"]
+        doc["workflows"] = {n: w.to_dict() for n, w in model.workflows.items()}
+    return _rel(doc, base)
 
 
-def dumps_model(model: Model, base_dir: str | Path | None = None) -> str:
+def dumps_model(model: Model | NetworkModel, base_dir: str | Path | None = None) -> str:
     """TOML text of ``model`` (file paths relative to ``base_dir`` when given, else absolute)."""
     return tomli_w.dumps(model_to_dict(model, base_dir))
 
 
-def save_model(model: Model, path: str | Path) -> None:
+def save_model(model: Model | NetworkModel, path: str | Path) -> None:
     """Write ``model`` as TOML to ``path``."""
     p = Path(path)
     p.write_text(dumps_model(model, p.parent))
