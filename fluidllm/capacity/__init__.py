@@ -7,6 +7,8 @@ memory), the binding limit, dual values, and the closed form where the batch tim
 """
 from __future__ import annotations
 
+from typing import Any
+
 import math
 
 from ..errors import ModelError
@@ -86,16 +88,24 @@ def engine_capacity(engine: Engine, workloads: list[Workload], *, solver: str | 
         binding_all=allb, duals=lp.duals, support=tuple(lp.support()), symbolic=sym, lp=lp)
 
 
-def capacity(model: Model, *, solver: str | None = None) -> Capacity:
+def capacity(model: Model | Any, *, solver: str | None = None) -> Capacity | Any:
     """Capacity of every engine of ``model`` and the largest common scale of all arrival rates.
 
     ``max_scale`` = min over engines of the configuration-LP scale (``inf`` with no load);
     each workload's ``max_rate_per_s`` is its rate times its engine's scale (for a zero-rate
-    workload: the largest rate it can add with the others at their current rates).
+    workload: the largest rate it can add with the others at their current rates). A network model
+    (``[workflows.*]``, :class:`~fluidllm.model.network.NetworkModel`) gets the static planning LP of
+    :func:`fluidllm.capacity.network.network_capacity` over its class-level form instead.
 
     Raises:
         ModelError: LP solver failure (status and messages named).
     """
+    from ..model.network import NetworkModel
+
+    if isinstance(model, NetworkModel):
+        from .network import network_capacity
+
+        return network_capacity(model.class_network(), solver=solver)
     engines: dict[str, EngineCapacity] = {}
     for name, e in model.engines.items():
         engines[name] = engine_capacity(e, model.workloads_on(name), solver=solver)

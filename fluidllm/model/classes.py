@@ -38,6 +38,9 @@ class JobClass:
 
     ``engines``: one engine name, or several (a replica set) chosen by ``routing`` (with
     ``weights`` for ``weighted``). ``workflow``: the workflow it belongs to (for per-workflow results).
+    ``mean_kv_token_batches`` (E[g], token-batches) and ``mean_decode_context`` (κ, tokens): the KV
+    moments of its length law (:class:`~fluidllm.model.lengths.JointLengths`) for KV-capped engines;
+    None: only the means are known (the capacity LP then uses deterministic lengths at the means).
     """
 
     name: str
@@ -47,6 +50,8 @@ class JobClass:
     workflow: str = ""
     routing: str = "jsq-tokens"
     weights: tuple[float, ...] | None = None
+    mean_kv_token_batches: float | None = None
+    mean_decode_context: float | None = None
 
     def __post_init__(self) -> None:
         require(isinstance(self.name, str) and self.name, "class.name", self.name, "must be a non-empty string")

@@ -414,10 +414,13 @@ class NetworkModel:
             for c in w.calls:
                 idx[f"{w.name}.{c.id}"] = len(classes)
                 classes.append(JobClass(f"{w.name}.{c.id}", c.engines, c.lengths.mean_prefill,
-                                        c.lengths.mean_decode, w.name, c.routing or "jsq-tokens", c.weights))
+                                        c.lengths.mean_decode, w.name, c.routing or "jsq-tokens", c.weights,
+                                        c.lengths.mean_kv_token_batches, c.lengths.mean_decode_context))
         for n, wl in self.workloads.items():
             idx[n] = len(classes)
-            classes.append(JobClass(n, (wl.engine,), wl.lengths.mean_prefill, wl.lengths.mean_decode, n))
+            classes.append(JobClass(n, (wl.engine,), wl.lengths.mean_prefill, wl.lengths.mean_decode, n,
+                                    mean_kv_token_batches=wl.lengths.mean_kv_token_batches,
+                                    mean_decode_context=wl.lengths.mean_decode_context))
         K = len(classes)
         alpha = np.zeros(K)
         P = np.zeros((K, K))

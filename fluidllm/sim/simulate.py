@@ -87,7 +87,9 @@ def pick_engine(model: Model, engine: str | None) -> tuple[Engine, list[Workload
     Raises:
         ModelError: an unknown engine name, several engines and no name, or an engine without load.
     """
-    require(isinstance(model, Model), "model", model, "must be a fluidllm Model (see load_model)")
+    require(isinstance(model, Model), "model", type(model).__name__,
+            "must be a single-engine-workload Model (see load_model); network models ([workflows.*]) have "
+            "capacity (fluidllm capacity) but are not simulated or given a fluid trajectory here yet")
     names = list(model.engines)
     if engine is None:
         used = [n for n in names if model.workloads_on(n)]
