@@ -72,9 +72,13 @@ def main() -> None:
         for name, m in models.items():
             pc = fl.policy_capacity(m, spec, replications=a.replications, seed=a.seed, horizon_s=a.horizon_s,
                                     workers=a.workers, boundary_points=6)
-            iv = "" if pc.interval is None else f" [{pc.interval[0]:.3g}, {pc.interval[1]:.3g}]"
-            cells.append(f"{pc.max_scale:.3g}{iv} of {pc.work_conserving_max_scale:.3g} "
-                         f"({100 * pc.loss_ratio:.0f} % loss, {pc.method})")
+            wc_s = pc.work_conserving_max_scale
+            if pc.interval is None:
+                cells.append(f"{pc.max_scale:.3g} of {wc_s:.3g} ({100 * pc.loss_ratio:.0f} % loss, {pc.method})")
+            else:   # a bracket: the loss is a range too (the midpoint alone would mislead)
+                lo, hi = pc.interval
+                cells.append(f"[{lo:.3g}, {hi:.3g}] of {wc_s:.3g} (loss {100 * max(0.0, 1 - hi / wc_s):.0f}–"
+                             f"{100 * max(0.0, 1 - lo / wc_s):.0f} %, {pc.method})")
         ce = "" if wc.work_conserving else f" (minimal counterexample: {_one_line(wc.counterexample)})"
         rows.append(f"| {label} | {'yes' if wc.work_conserving else 'no'}{ce} | " + " | ".join(cells) + " |")
         print(rows[-1], f"({time.perf_counter() - t0:.0f} s)", flush=True)
