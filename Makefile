@@ -42,6 +42,8 @@ $(VENV)/.installed-bench: $(STAMP)
 bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/capacity_speed.py
 	$(PY) benchmarks/sim_speed.py
+	$(PY) benchmarks/markov_size.py
+	$(PY) benchmarks/network_lp_scale.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
