@@ -212,8 +212,14 @@ class PolicyCapacityTable:
                 f", [{r.analytic.interval[0]:.4g}, {r.analytic.interval[1]:.4g}]") + ")"
             s = "—" if r.simulated is None else f"[{r.simulated[0]:.4g}, {r.simulated[1]:.4g}]"
             ag = {True: "yes", False: "**NO**", None: "—"}[r.agrees]
-            lines.append(f"| {r.name} | {'yes' if r.work_conserving else 'no'} | {a} | {s} | {ag} | "
-                         f"{r.max_scale * self.rate_per_s:.4g} | {100 * (1 - r.max_scale / wc):.1f} % |")
+            if r.analytic is None and r.simulated is not None:   # only a bracket: the loss is a range
+                loss = (f"{100 * max(0.0, 1 - r.simulated[1] / wc):.0f}–"
+                        f"{100 * max(0.0, 1 - r.simulated[0] / wc):.0f} %")
+                rate = f"[{r.simulated[0] * self.rate_per_s:.4g}, {r.simulated[1] * self.rate_per_s:.4g}]"
+            else:
+                loss = f"{100 * (1 - r.max_scale / wc):.1f} %"
+                rate = f"{r.max_scale * self.rate_per_s:.4g}"
+            lines.append(f"| {r.name} | {'yes' if r.work_conserving else 'no'} | {a} | {s} | {ag} | {rate} | {loss} |")
         return "\n".join(lines)
 
     def table(self) -> str:
