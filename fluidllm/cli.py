@@ -165,6 +165,27 @@ def _boundary_text(b: dict) -> str:
 
 def cmd_stability(a: argparse.Namespace) -> int:
     from .sim.stability import stability, stability_boundary
+    from .model.io import load_model
+    from .model.network import NetworkModel
+
+    if isinstance(load_model(a.model), NetworkModel):
+        # a network: the reference network simulator (fluidllm.sim.network_stability)
+        from .errors import finite_number
+        from .sim.network_stability import network_stability
+
+        for opt, val, ok in (("--policy", a.policy, None), ("--engine", a.engine, None),
+                             ("--boundary", a.boundary, None), ("--backend", a.backend, "numpy")):
+            if val != ok:
+                raise ModelError(opt, val, "does not apply to a network model (set each engine's policy in the "
+                                 "file; the network is simulated by the reference simulator, all engines)")
+        load = 1.0 if a.load is None else finite_number(a.load, "--load", minimum=0, strict=True)
+        nres = network_stability(load_model(a.model), load=load, replications=a.replications,
+                                 horizon_s=a.horizon_s, seed=a.seed, alpha=a.alpha, tolerance=a.tolerance)
+        how = "given by --horizon-s" if a.horizon_s is not None else "chosen from the network's time scales"
+        _emit(nres.to_dict(), a.json, lambda: "\n".join(
+            [nres.line(), f"  {nres.reason}",
+             f"  horizon {', '.join(f'{h:g}' for h in nres.horizons_s)} s ({how}; INCONCLUSIVE doubles it once)"]))
+        return 0
 
     bounds = _parse_boundary(a.boundary) if a.boundary is not None else None
     m, engine, load = _sim_model(a)
