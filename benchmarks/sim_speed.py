@@ -46,6 +46,7 @@ import numpy as np
 import fluidllm as fl
 from fluidllm.model import Staircase
 from fluidllm.sim import draw_requests, simulate_reference
+from fluidllm.sim.simulate import BLOCK
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from simpy_engine import simulate_simpy  # noqa: E402
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="longest wall time for one peer run before its horizon is shortened")
     ap.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                    help="also run R > 1024 with this many worker processes (blocks of 1024 in parallel)")
+                    help="also run R > fluidllm.sim.simulate.BLOCK with this many worker processes (blocks in parallel)")
     args = ap.parse_args(argv)
 
     horizon_s = args.horizon_s or (QUICK_HORIZON_S if args.quick else FULL_HORIZON_S)
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             runs = [(R, 1) for R in reps]
             if args.workers > 1 and args.backend == "numpy":
-                runs += [(R, args.workers) for R in reps if R > 1024]
+                runs += [(R, args.workers) for R in reps if R > BLOCK]
             for R, workers in runs:
                 name = f"vectorized {args.backend}" + (f" x{workers} procs" if workers > 1 else "")
                 try:

@@ -46,11 +46,11 @@ def fcfs_fill(B: Backend, x: Any, budget: Any, slots: Any | None, whole: bool,
     if bool(((total <= budget) | off).all()) and (slots is None or bool((B.rsum(x > 0, "int32") <= slots).all())):
         # Everyone asking fits in every replication (the common case for decodes): no prefix sum needed.
         # (A copy: x may be a view of the state, e.g. the prefill left, which the core then updates.)
-        if bool(off.any()):
-            give = B.where(off[:, None], 0, x)
-            total = B.rsum(give, "int32")
-        else:
-            give = x if fresh else B.copy(x)
+        give = x if fresh else B.copy(x)
+        if bool(off.any()):     # a few stopped rows: zero them in place (cheaper than a full where)
+            rows = B.nonzero(off)[0]
+            give[rows] = 0
+            total = B.where(off, 0, total)
         return give, budget - total, (None if slots is None else slots - B.rsum(give > 0, "int32"))
     # Few candidates (prompts in progress are a handful among many decoders): walk a packed
     # (R, K) copy of the candidates instead of every slot; the result is the same.

@@ -1,10 +1,10 @@
 """``fluidllm.simulate``: replicated stochastic simulation of one engine of a model.
 
-Replications are drawn and run in blocks of :data:`BLOCK` (1024): block k draws from the seed
+Replications are drawn and run in blocks of :data:`BLOCK` (512): block k draws from the seed
 ``seed`` (k = 0) or ``SeedSequence([seed, k])``, so the numbers depend on the seed and the number of
 replications only — not on how many worker processes run the blocks (``workers``) nor on the
-backend. Blocks of ~1000 replications also keep NumPy's arrays in the CPU caches, where the core is
-fastest.
+backend. Blocks of 512 replications keep NumPy's arrays in the CPU caches, where the core is fastest,
+and let ``workers`` processes share a run of R = 1024 on two cores.
 
 A python plug-in policy without ``plan_vectorized`` takes the per-replication path
 (:mod:`fluidllm.sim.scalar`): the same draws, each replication run by the reference simulator, the
@@ -33,7 +33,7 @@ from .source import FixedSource, StreamSource
 __all__ = ["simulate", "pick_engine", "BLOCK", "block_seed"]
 
 #: Replications per block (draws and execution).
-BLOCK = 1024
+BLOCK = 512
 
 
 def block_seed(seed: int, k: int) -> int | np.random.SeedSequence:
