@@ -89,7 +89,8 @@ def test_deterministic_workload_equals_reference_by_hand() -> None:
 @st.composite
 def networks(draw):  # two engines, a workflow with a start branch, a fork-join and a loop
     pol = draw(st.sampled_from(['"kfcfs"', '"sarathi"', '"orca"',
-                                '{ kind = "priority", inner = "kfcfs", order = ["W.j", "W.a"] }']))
+                                '{ kind = "priority", inner = "kfcfs", order = ["W.j", "W.a"] }',
+                                '{ kind = "max-pressure", inner = "sarathi" }']))
     pb = draw(st.sampled_from([0.2, 0.5, 0.7]))
     q = draw(st.sampled_from([0.25, 0.5]))
     q2 = draw(st.sampled_from([0.3, 0.6]))

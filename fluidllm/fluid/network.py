@@ -88,6 +88,9 @@ What is proven stable where (do not read more into the verdicts):
   rate vector with ρ_e < 1) — a classical result for switched and processing networks
   (Tassiulas–Ephremides 1992; Dai–Lin 2005, whose processing-network model the batched engine fits
   at fluid scale because one engine serves μ_e tokens/ms in any class mix), not a result of Li et al.
+  In a model file: ``policy = { kind = "max-pressure", inner }`` on an engine (the network reference
+  simulator runs it; ``proofs_checks/check_rybko_stolyar_backpressure.py`` shows it stable on
+  Rybko–Stolyar at 0.9 load).
 * FIFO (K-FCFS) on cyclic networks: no general guarantee (Bramson 1994 built unstable FIFO networks
   with ρ_e < 1); the verdict here is numerical evidence only.
 """
@@ -152,8 +155,8 @@ def _policy(spec: Any, eng: str, cn: ClassNetwork, on: list[int]) -> tuple[str, 
 
 def fluid_policies_of(model: Any) -> dict[str, Any]:
     """The fluid policy of each engine of a :class:`~fluidllm.model.network.NetworkModel`:
-    ``priority`` engines give ``("priority", order)``; every other built-in rule is taken at fluid
-    scale as K-FCFS (a work-conserving FCFS fill; the not-work-conserving ones are not modelled).
+    ``priority`` engines give ``("priority", order)``, ``max-pressure`` engines ``"max-weight"``; every
+    other work-conserving built-in rule is taken at fluid scale as K-FCFS (a work-conserving FCFS fill; the not-work-conserving ones are not modelled).
 
     Raises:
         ModelError: an engine whose policy has no fluid counterpart here (named).
@@ -163,11 +166,13 @@ def fluid_policies_of(model: Any) -> dict[str, Any]:
         spec = eng.policy
         if spec.name == "priority":
             out[name] = ("priority", list(spec.flag("order")))
+        elif spec.name == "max-pressure":
+            out[name] = "max-weight"
         elif spec.name in ("kfcfs", "sarathi", "orca", "vllm-v1") and spec.work_conserving:
             out[name] = "kfcfs"
         else:
             raise ModelError(f"engines.{name}.policy", spec.name,
-                             "must be priority or a work-conserving built-in (kfcfs, sarathi, orca, vllm-v1) "
+                             "must be priority, max-pressure or a work-conserving built-in (kfcfs, sarathi, orca, vllm-v1) "
                              "for the network fluid model")
     return out
 

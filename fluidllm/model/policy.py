@@ -28,6 +28,8 @@ POLICIES: dict[str, tuple[bool, dict[str, tuple[str, Any, str]]]] = {
                        "preemption": ("str", "recompute", "what a request preempted for KV memory loses: recompute")}),
     "priority": (True, {"inner": ("str", "kfcfs", "the rule applied class by class"),
                         "order": ("list", [], "class names, highest priority first")}),
+    # Max-pressure (Dai-Lin 2005) over the network's classes; not work-conserving: it may idle.
+    "max-pressure": (False, {"inner": ("str", "kfcfs", "the rule applied class by class, highest pressure first")}),
     "wait": (False, {"thresholds": ("list", [], "per-class admission thresholds (Ao et al. 2025)")}),
     "nested-wait": (False, {"thresholds": ("list", [], "nested admission thresholds (Ao et al. 2025)")}),
     "python": (False, {"target": ("str", None, "path/to/file.py:Class or module:Class"),
@@ -64,10 +66,10 @@ class PolicySpec:
             elif typ == "list":
                 require(isinstance(v, list | tuple), f"policy.{k}", v, "must be a list")
                 opts[k] = list(v)
-        if self.name == "priority":
+        if self.name in ("priority", "max-pressure"):
             inner = opts.get("inner", "kfcfs")
-            require(inner in POLICIES and inner not in ("priority", "python"), "policy.inner", inner,
-                    "must name a built-in policy other than priority")
+            require(inner in POLICIES and inner not in ("priority", "max-pressure", "python"), "policy.inner", inner,
+                    "must name a built-in policy other than priority and max-pressure")
         if self.name == "python":
             require(isinstance(opts.get("target"), str) and ":" in opts["target"], "policy.target",
                     opts.get("target"), "must be 'path/to/file.py:ClassName' or 'module:ClassName'")

@@ -58,6 +58,17 @@ leftover budget is passed as ``kv_free_tokens`` = min(KV free space, budget left
 is no class of the model is ignored. With ``inner = "fastertransformer-static"`` the static group is
 the engine's (shared by all classes).
 
+Max-pressure (``policy = { kind = "max-pressure", inner }``; Dai, Lin 2005, the simulated
+counterpart of the fluid ``"max-weight"`` of :mod:`fluidllm.fluid.network`): at each of its batch
+boundaries the engine computes, on the live state, every class's pressure
+w_k = (N_k − Σ_l P[k, l] N_l) / m_k, with N the requests of each class in the network (sent, waiting or
+resident on any engine; set-aside requests not counted), P the class routing of
+``class_network()`` and m_k = E v_p + E v_d of the class. It serves its classes of w_k ≥ 0 as class
+priority does (highest pressure first, ties in class order, the inner rule group by group) and does
+not serve a class of negative pressure. If none of its resident requests may be served it idles —
+not work-conserving — and plans again at every later instant at which anything happens in the
+network (a batch ends anywhere or an instance arrives: the only instants at which N changes).
+
 Draws (common random numbers, as :func:`~fluidllm.sim.draws.draw_requests`): the seed is split with
 ``Generator.spawn`` into one stream per workflow (model order) and then one per plain workload; each
 into an arrival stream and a length stream (``spawn(2)``), and a third child, the *decision* stream
@@ -94,6 +105,13 @@ _WHOLE_PROMPTS = ("fastertransformer", "fastertransformer-static", "vllm")
 
 
 # ---------------------------------------------------------------------------------- class priority
+
+
+def pressure_order(weights: np.ndarray, classes: set[int]) -> dict[int, int]:
+    """Max-pressure ranks: ``classes`` with weight >= 0, highest weight first (ties: class index);
+    classes of negative weight are left out."""
+    keep = sorted((k for k in classes if weights[k] >= 0), key=lambda k: (-weights[k], k))
+    return {k: j for j, k in enumerate(keep)}
 
 
 def plan_priority(policy: PolicySpec, view: View, class_rank: dict[int, int]) -> Plan:
@@ -303,10 +321,11 @@ class _EngineState:
         self.horizon_ms = horizon_ms
         self.policy = engine.policy
         name = self.policy.name
-        if name != "priority" and name not in REFERENCE_POLICIES:
+        ranked = name in ("priority", "max-pressure")
+        if not ranked and name not in REFERENCE_POLICIES:
             raise NotImplementedError(f"engines.{engine.name}.policy = {name!r}: the network reference runs only "
-                                      f"{[*REFERENCE_POLICIES, 'priority']} for now")
-        inner = self.policy.flag("inner") if name == "priority" else name
+                                      f"{[*REFERENCE_POLICIES, 'priority', 'max-pressure']} for now")
+        inner = self.policy.flag("inner") if ranked else name
         if inner not in REFERENCE_POLICIES:
             raise NotImplementedError(f"engines.{engine.name}.policy.inner = {inner!r}: not in the reference")
         if name == "vllm-v1" and self.policy.flag("preemption") != "recompute":
@@ -321,7 +340,7 @@ class _EngineState:
         self.resident_cap = engine.max_resident_requests
         self.kv_cap = engine.kv_capacity_tokens
         self.whole_prompts_only = inner in _WHOLE_PROMPTS and not (
-            PolicySpec(inner).flag("split_long_prompts") if name == "priority"
+            PolicySpec(inner).flag("split_long_prompts") if ranked
             else self.policy.flag("split_long_prompts"))
         self.sent: list[int] = []          # routed here, not yet eligible (FCFS)
         self.waiting: deque[int] = deque()
@@ -335,6 +354,8 @@ class _EngineState:
         self.end_ms = horizon_ms
         self.preemptions = 0
         self.recomputed = 0
+        self.max_pressure = name == "max-pressure"
+        self.pressure: Any = None          # max-pressure: () -> (K,) class weights, set by the simulator
 
     # -- live state for routing
     def owed(self) -> list[int]:
@@ -372,7 +393,20 @@ class _EngineState:
     def _plan(self, view: View) -> Plan:
         if self.policy.name == "priority":
             return plan_priority(self.policy, view, self.rank)
+        if self.max_pressure:
+            rank = pressure_order(self.pressure(), {r.klass for r in view.requests})
+            sub = View(view.token_budget, tuple(r for r in view.requests if r.klass in rank),
+                       view.max_batch_requests, view.max_resident_requests, view.kv_capacity_tokens,
+                       view.static_group, view.kv_free_tokens)
+            return plan_priority(self.policy, sub, rank)
         return plan_batch(self.policy, view)
+
+    def _pressure_idle(self) -> bool:
+        """Max-pressure: no resident request is of a class of non-negative pressure (idling is the rule)."""
+        if not self.max_pressure:
+            return False
+        w = self.pressure()
+        return all(w[self.reqs[i].klass] < 0 for i in self.resident)
 
     def boundary(self, t: float) -> None:
         """A batch boundary at ``t``: steps (1)–(4) of ``simulate_reference``; idle if nothing to plan."""
@@ -397,13 +431,14 @@ class _EngineState:
             view = View(self.b_max, tuple(reqs[i].view() for i in self.resident), self.k_max, self.resident_cap,
                         kv_cap, frozenset(self.static_group), kv_free)
             plan = self._plan(view)
-            if plan or not self.resident or kv_cap is None or not self._preempt_last(preempted):
+            if plan or not self.resident or kv_cap is None or self._pressure_idle() \
+                    or not self._preempt_last(preempted):
                 break
         where = f"engine {self.engine.name}, batch {len(self.batches)} at {t:g} ms, policy {self.policy.name}"
         if self.policy.name != "python":
             check_plan(view, plan, where)
         if not plan:
-            if self.resident:
+            if self.resident and not self._pressure_idle():
                 raise PlanViolation(f"empty batch while {len(self.resident)} requests are resident ({where})")
             self.plan, self.busy_until = None, None     # idle until work is sent here
             return
@@ -516,6 +551,23 @@ def simulate_network_reference(model: NetworkModel | Model, horizon_ms: float,
     eidx = {e: i for i, e in enumerate(engine_names)}
     reqs: list[_Request] = []
     engines = [_EngineState(i, model.engines[e], reqs, class_index, horizon_ms) for i, e in enumerate(engine_names)]
+    if any(e.max_pressure for e in engines):
+        cn = model.class_network()
+        if [c.name for c in cn.classes] != list(class_names):
+            raise RuntimeError("class_network() and class_names disagree on the class order")
+        m_cls = np.array([c.mean_prefill + c.mean_decode for c in cn.classes], dtype=float)
+        P_cls = np.asarray(cn.routing, dtype=float)
+
+        def weights() -> np.ndarray:
+            n = np.zeros(len(class_names))
+            for e in engines:
+                for i in e.owed():
+                    n[reqs[i].klass] += 1
+            # a class with m_k = 0 completes when created: never resident, its weight unused
+            return np.divide(n - P_cls @ n, m_cls, out=np.zeros_like(n), where=m_cls > 0)
+
+        for e in engines:
+            e.pressure = weights
 
     # Flows and their streams; exogenous arrivals.
     specs: list[tuple[str, Any, tuple[Call, ...], str]] = [
@@ -679,7 +731,7 @@ def simulate_network_reference(model: NetworkModel | Model, horizon_ms: float,
                 continue
             if e in ended:
                 e.boundary(t)
-            elif e.sent:                                    # idle: starts at once, or stops at the horizon
+            elif e.sent or (e.max_pressure and (e.resident or e.waiting)):  # idle: starts at once, or stops at the horizon
                 if t >= horizon_ms:
                     e.stopped, e.end_ms = True, horizon_ms
                 else:
