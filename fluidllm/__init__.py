@@ -23,3 +23,7 @@ __all__ += ["PolicyCapacity", "PolicyCapacityRow", "PolicyCapacityTable", "polic
 from .fluid import fluid_trajectory  # noqa: E402
 
 __all__ += ["fluid_trajectory"]
+from .sim.network_simulate import NetworkSimResult, simulate_network  # noqa: E402
+from .sim.network_stability import NetworkStabilityResult, network_stability  # noqa: E402
+
+__all__ += ["NetworkSimResult", "simulate_network", "NetworkStabilityResult", "network_stability"]

@@ -124,11 +124,35 @@ def _sim_model(a: argparse.Namespace):
     return m, engine, load
 
 
+def _network_only(a: argparse.Namespace, extra: tuple = ()) -> None:
+    """Reject the single-engine options on a network model."""
+    for opt, val, ok in (("--policy", a.policy, None), ("--engine", a.engine, None),
+                         ("--backend", a.backend, "numpy"), *extra):
+        if val != ok:
+            raise ModelError(opt, val, "does not apply to a network model (set each engine's policy in the "
+                             "file; the network is simulated by the reference simulator, all engines)")
+
+
 def cmd_simulate(a: argparse.Namespace) -> int:
+    import os
+
+    from .errors import finite_number
+    from .model.io import load_model
+    from .model.network import NetworkModel
     from .sim.simulate import simulate
 
+    if isinstance(load_model(a.model), NetworkModel):
+        from .sim.network_simulate import simulate_network
+
+        _network_only(a)
+        load = 1.0 if a.load is None else finite_number(a.load, "--load", minimum=0, strict=True)
+        nres = simulate_network(load_model(a.model), replications=8 if a.replications is None else a.replications,
+                                horizon_s=a.horizon_s, seed=a.seed, load=load, workers=min(2, os.cpu_count() or 1))
+        _emit(nres.to_dict(series=a.series), a.json, nres.table)
+        return 0
     m, engine, load = _sim_model(a)
-    res = simulate(m, replications=a.replications, horizon_s=a.horizon_s, seed=a.seed, load=load, engine=engine,
+    res = simulate(m, replications=16 if a.replications is None else a.replications,
+                   horizon_s=60.0 if a.horizon_s is None else a.horizon_s, seed=a.seed, load=load, engine=engine,
                    backend=a.backend)
     _emit(res.to_dict(series=a.series), a.json, res.table)
     return 0
@@ -173,11 +197,7 @@ def cmd_stability(a: argparse.Namespace) -> int:
         from .errors import finite_number
         from .sim.network_stability import network_stability
 
-        for opt, val, ok in (("--policy", a.policy, None), ("--engine", a.engine, None),
-                             ("--boundary", a.boundary, None), ("--backend", a.backend, "numpy")):
-            if val != ok:
-                raise ModelError(opt, val, "does not apply to a network model (set each engine's policy in the "
-                                 "file; the network is simulated by the reference simulator, all engines)")
+        _network_only(a, (("--boundary", a.boundary, None),))
         load = 1.0 if a.load is None else finite_number(a.load, "--load", minimum=0, strict=True)
         nres = network_stability(load_model(a.model), load=load, replications=a.replications,
                                  horizon_s=a.horizon_s, seed=a.seed, alpha=a.alpha, tolerance=a.tolerance)
@@ -209,15 +229,19 @@ def cmd_stability(a: argparse.Namespace) -> int:
     return 0
 
 
-def _sim_options(s: argparse.ArgumentParser, horizon_default: float | None) -> None:
+def _sim_options(s: argparse.ArgumentParser, horizon_default: float | None, horizon_help: str | None = None,
+                 replications_help: str | None = None) -> None:
     s.add_argument("model", help="model TOML file")
     s.add_argument("--load", type=float, help="multiply every arrival rate by this factor (default 1)")
     s.add_argument("--policy", help="replace the simulated engine's policy by this one (default flags)")
     s.add_argument("--engine", help="the engine to simulate (needed when the model has several)")
-    s.add_argument("--replications", type=int, default=16, help="independent runs, simulated together (default 16)")
+    if replications_help is None:
+        s.add_argument("--replications", type=int, default=16, help="independent runs, simulated together (default 16)")
+    else:
+        s.add_argument("--replications", type=int, default=None, help=replications_help)
     if horizon_default is None:
         s.add_argument("--horizon-s", type=float, default=None,
-                       help="simulated seconds per run (default: chosen from the model's time scales)")
+                       help=horizon_help or "simulated seconds per run (default: chosen from the model's time scales)")
     else:
         s.add_argument("--horizon-s", type=float, default=horizon_default,
                        help=f"simulated seconds per run (default {horizon_default:g})")
@@ -323,8 +347,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_calibrate)
 
-    s = sub.add_parser("simulate", help="replicated stochastic simulation of one engine: throughput, latencies")
-    _sim_options(s, 60.0)
+    s = sub.add_parser("simulate", help="replicated stochastic simulation of one engine or of a network: "
+                                        "throughput, latencies")
+    _sim_options(s, None, horizon_help="simulated seconds per run (default 60 for one engine; for a network "
+                                       "chosen from its time scales)",
+                 replications_help="independent runs (default 16 for one engine, simulated together; 8 for a "
+                                   "network)")
     s.add_argument("--series", action="store_true", help="with --json: add the time series")
     s.set_defaults(func=cmd_simulate)
 

@@ -1,4 +1,4 @@
-"""`fluidllm capacity` on network models ([workflows.*]): the static planning LP through the CLI."""
+"""`fluidllm capacity` and `fluidllm simulate` on network models ([workflows.*]) through the CLI."""
 import json
 
 import pytest
@@ -18,7 +18,15 @@ def test_capacity_json_keys_for_a_network(capsys) -> None:
     assert "binding" in d["engines"]["e1"]
 
 
-def test_commands_without_network_support_exit_2(capsys) -> None:
-    assert main(["simulate", "examples/networks/dag.toml", "--horizon-s", "1"]) == 2
-    err = capsys.readouterr().err
-    assert "NetworkModel" in err and "not simulated" in err and "Traceback" not in err
+def test_simulate_a_network_json_and_single_engine_options_rejected(capsys) -> None:
+    assert main(["simulate", "examples/networks/dag.toml", "--horizon-s", "2", "--replications", "2", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    for k in ("throughput_requests_per_s", "mean_requests_in_system", "max_requests_in_system",
+              "final_backlog_tokens", "e2e_ms", "ttft_ms", "tbt_ms", "batches", "per_workflow"):
+        assert k in d, k
+    assert d["network"] is True and len(d["throughput_requests_per_s"]) == 2
+    assert set(d["batches"]) == {"e1", "e2"} and set(d["e2e_ms"]) >= {"mean", "p50", "p90", "p99"}
+    for opt in (["--policy", "orca"], ["--engine", "e1"], ["--backend", "torch"]):
+        assert main(["simulate", "examples/networks/dag.toml", "--horizon-s", "1", *opt]) == 2
+        err = capsys.readouterr().err
+        assert opt[0] in err and "network" in err and "Traceback" not in err
