@@ -318,7 +318,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_check)
 
-    s = sub.add_parser("paper", help="reproduce the paper's single-engine claims: checks, figures, capacity table "
+    s = sub.add_parser("paper", help="reproduce the paper's claims (one engine, networks): checks, figures, capacity table "
                                      "-> OUT/README.md + PNGs; exit 1 on a failed check")
     s.add_argument("--out", default="report", help="folder to write (default ./report; created if missing)")
     s.add_argument("--quick", action="store_true",

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
+
 import pytest
 from matplotlib.figure import Figure
 
@@ -140,3 +142,23 @@ def test_cli_paper_out_is_a_file(tmp_path, capsys) -> None:
 def test_cli_paper_unknown_figure(tmp_path, capsys) -> None:
     rc = main(["paper", "--out", str(tmp_path), "--figures", "nope"])
     assert rc == 2 and "figures" in capsys.readouterr().err
+
+
+def test_network_figures_numbers_against_theory(tmp_path) -> None:
+    """The network section: the LP region of Rybko-Stolyar has its closed-form vertices, the virtual station
+    1.6105 > 1, and the three policies' fluid verdicts are exit DIVERGES, entry and max-pressure DRAINS."""
+    from fluidllm.report.paper import write_report
+
+    rep = write_report(tmp_path / "r", quick=True, workers=1, figures=["network_capacity", "rybko_stolyar_policies"],
+                       only_checks=[], policy_table=False)
+    assert rep.ok, rep.errors
+    n = rep.numbers["network_capacity"]
+    mu = 768_000.0
+    assert np.allclose(n["rs_vertices_per_s"], [[0, 0], [mu / 544, 0], [mu / 608, mu / 608], [0, mu / 544]])
+    assert n["rs_max_scale"] == pytest.approx(1 / 0.9) and n["rs_virtual_station"] == pytest.approx(2 * 544 * 0.9 / 608)
+    runs = {r["label"]: r for r in rep.numbers["rybko_stolyar_policies"]["runs"]}
+    assert runs["priority to exiting classes"]["fluid_verdict"] == "DIVERGES"
+    assert runs["priority to entering classes"]["fluid_verdict"] == "DRAINS"
+    assert runs["max-pressure"]["fluid_verdict"] == "DRAINS"
+    text = rep.readme.read_text()
+    assert "Rybko–Stolyar" in text and (tmp_path / "r" / "rybko_stolyar_policies.png").is_file()

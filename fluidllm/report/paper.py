@@ -1,7 +1,8 @@
-"""``fluidllm paper``: reproduce every single-engine claim and write a Markdown report with figures.
+"""``fluidllm paper``: reproduce every claim of the paper and write a Markdown report with figures.
 
 :func:`write_report` runs, in a process pool of ``workers``, every ``proofs_checks`` check (one job
-each), the figures of :mod:`fluidllm.report.figures` and the per-policy capacity table
+each; the network checks among them), the figures of :mod:`fluidllm.report.figures` (one engine) and
+:mod:`fluidllm.report.network_figures` (networks of agents) and the per-policy capacity table
 (:func:`fluidllm.policy_capacity_table`, one job per policy and token budget), then writes
 ``OUT/README.md`` — one verdict table at the top, a section per figure with the numbers read from the
 computation, the capacity table, and a reproducibility footer — plus one PNG per figure.
@@ -32,6 +33,9 @@ FIGURES: dict[str, str] = {
     "policy_trajectories": "The four paper policies below and above capacity (Fig. 1)",
     "fluid_vs_scaled": "The fluid limit: scaled simulations converge to the fluid trajectory",
     "boundary_vs_budget": "Maximum stable load vs token budget, per policy",
+    "network_capacity": "Networks of LLM agents: the static planning LP and the Rybko–Stolyar region",
+    "rybko_stolyar_policies": "Rybko–Stolyar at 0.9 load: exit priority diverges, entry priority and max-pressure "
+                              "do not (fluid prediction and simulation)",
 }
 TABLE_POLICIES = ("fastertransformer", "fastertransformer-static", "vllm", "orca", "sarathi")
 TABLE_BUDGET = 512          # the Fig. 1 model's own budget: the per-policy table is computed there
@@ -146,10 +150,11 @@ def _job_check(name: str) -> tuple[list[dict[str, Any]], float]:
 
 
 def _job_figure(name: str, out_dir: str, quick: bool, kw: dict[str, Any]) -> tuple[dict[str, Any], str, float]:
-    from . import figures
+    from . import figures, network_figures
 
     t0 = time.perf_counter()
-    fig = getattr(figures, name)(quick=quick, **kw)
+    mod = network_figures if name in network_figures.__all__ else figures
+    fig = getattr(mod, name)(quick=quick, **kw)
     path = Path(out_dir) / f"{name}.png"
     fig.savefig(path, dpi=110)
     return fig.numbers, str(path), time.perf_counter() - t0
@@ -175,7 +180,7 @@ def _cost(key: tuple) -> float:
         return 35.0 if "vllm" in key[2] else (25.0 if key[3] else 0.1)
     if kind == "check":
         return 35.0 if "simulation" in name or "paths" in name else (18.0 if "drift" in name else 2.0)
-    return {"policy_trajectories": 45.0, "fluid_vs_scaled": 22.0}.get(name, 3.0)
+    return {"policy_trajectories": 45.0, "fluid_vs_scaled": 22.0, "rybko_stolyar_policies": 25.0}.get(name, 3.0)
 
 
 # ------------------------------------------------------------------------------------------- text
@@ -249,6 +254,28 @@ def _caption(name: str, n: dict[str, Any]) -> str:
         return ("The simulator started from n·x0 and rescaled by 1/n in space and time approaches the fluid "
                 "trajectory of `fluidllm.fluid_trajectory` (computed exactly, event to event) as n grows — the "
                 "definition of the fluid limit used in the stability proof. " + "; ".join(parts) + ".")
+    if name == "network_capacity":
+        ex = "; ".join(f"`{f}` {v['max_scale']:.4f} (bottleneck {', '.join(v['bottlenecks']) or '—'})"
+                       for f, v in n["examples"].items())
+        V = n["rs_vertices_per_s"]
+        return (f"Left: the capacity region of the Rybko–Stolyar example in the (rate of A, rate of B) plane from "
+                f"the static planning LP (`fluidllm.capacity`), vertices {', '.join(f'({a:.0f}, {b:.0f})' for a, b in V)} "
+                f"req/s; the example sits at max_scale {n['rs_max_scale']:.4f} (each engine at load 0.9). The red "
+                f"triangle is where static priority to the exiting classes is stable: its virtual station has load "
+                f"{n['rs_virtual_station']:.4f} > 1 at the example's rates (`fluidllm.capacity.network_symbolic`). "
+                f"Right: the LP capacity of every example network (max_scale × the file's rates) with the engines "
+                f"on the boundary: {ex}.")
+    if name == "rybko_stolyar_policies":
+        rows = [f"| {r['label']} | {r['fluid_verdict']} | {r['fluid_growth_tokens_per_s']:.4g} | "
+                f"{', '.join(map(str, r['in_system']))} |" for r in n["runs"]]
+        return ("The same network and rates under three engine policies. Left: the network fluid model "
+                "(`fluidllm.fluid.network_fluid_trajectory`) from a loaded start, the prediction made before any "
+                "simulation. Right: the reference network simulator from empty "
+                f"(one path, seed {n['seed']}, {n['horizon_ms']:g} ms). Max-pressure (Dai–Lin 2005) needs no "
+                "priority order and holds the network at the entry-priority level; the replicated verdict is in "
+                "`check_rybko_stolyar_backpressure` above.\n\n"
+                "| policy | fluid verdict | fluid growth (tokens/s; < 0 drains) | requests in system every 250 ms |\n"
+                "|---|---|---:|---|\n" + "\n".join(rows))
     if name == "boundary_vs_budget":
         rows = []
         for r in n["rows"]:
@@ -276,7 +303,7 @@ def _merge_tables(tabs: list[Any]) -> Any:
 def write_report(out_dir: str | os.PathLike = "report", *, quick: bool = False, workers: int = 2,
                  figures: Sequence[str] | None = None, only_checks: Sequence[str] | None = None,
                  policy_table: bool = True) -> Report:
-    """Reproduce the single-engine claims; write ``out_dir/README.md`` and one PNG per figure.
+    """Reproduce the paper's claims (one engine and networks); write ``out_dir/README.md`` and one PNG per figure.
 
     Args:
         out_dir: folder to write (created if missing).
@@ -398,7 +425,7 @@ def _readme(checks, counts, figs, numbers, fig_paths, errors, table, parts, wall
     import matplotlib
     import numpy as np
 
-    L = ["# fluidllm: reproduction of the single-engine results",
+    L = ["# fluidllm: reproduction of the paper's results (one engine and networks of agents)",
          "",
          "Li, Dai, Peng, *Throughput-Optimal Scheduling Algorithms for LLM Inference and AI Agents*, "
          "arXiv 2504.07347. Written by `fluidllm paper`" + (" --quick" if quick else "") + "; every number "
