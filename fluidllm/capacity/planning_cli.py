@@ -1,0 +1,84 @@
+"""``fluidllm plan TRACE``: the fewest engines of one profile for a trace (:mod:`fluidllm.capacity.planning`).
+
+``add_parser(subparsers)`` registers the command on ``fluidllm``'s sub-parsers; ``main(args)`` runs it
+and returns the exit status (0; with ``--confirm``, 1 when the simulation does not confirm the plan).
+Bad input raises :class:`~fluidllm.errors.ModelError`, which ``fluidllm``'s ``main`` prints and turns
+into exit 2; :func:`run` does the same for a standalone call (tests, ``python -m``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..errors import ModelError
+from .planning import LENGTHS, confirm_plan, plan_engines
+
+__all__ = ["add_parser", "main", "run"]
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``plan`` to an ``argparse`` sub-parsers object; returns the new parser."""
+    s = subparsers.add_parser(
+        "plan", help="fewest engines of one GPU profile for a trace at a rate scale (LP capacity of K engines "
+                     "under JSQ, Prop. 3), optionally confirmed by simulating K and K-1 engines")
+    s.add_argument("trace", help="trace file (Azure CSV, Mooncake JSONL, fluidllm CSV) or a vendored dataset name")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--engine", help="engine TOML file with [engines.NAME] (one engine, or pick with --engine-name)")
+    g.add_argument("--preset", help="batch-time preset name (see `fluidllm presets`), with --token-budget")
+    s.add_argument("--engine-name", help="which [engines.NAME] of --engine when the file holds several")
+    s.add_argument("--token-budget", type=int, default=512, help="b_max for --preset (default 512)")
+    s.add_argument("--policy", help="replace the engine's scheduling policy (default: the engine's, sarathi for a preset)")
+    s.add_argument("--rate-scale", type=float, default=1.0, help="multiply the trace's rate (replay speed-up; default 1)")
+    s.add_argument("--utilisation", type=float, default=0.8, help="target load per engine, in (0, 1] (default 0.8)")
+    s.add_argument("--lengths", choices=LENGTHS, default="empirical",
+                   help="length law: the trace's pairs (default) or laws fitted by fit_trace")
+    s.add_argument("--routing", default="jsq-tokens", help="jsq-tokens (default) or jsq-requests")
+    s.add_argument("--confirm", action="store_true", help="simulate K and K-1 engines replaying the trace")
+    s.add_argument("--horizon-s", type=float, help="simulated seconds per replication for --confirm")
+    s.add_argument("--replications", type=int, default=4, help="replications for --confirm (default 4)")
+    s.add_argument("--seed", type=int, default=0, help="seed for --confirm (default 0)")
+    s.add_argument("--solver", help="cvxpy LP solver (default HIGHS, then CLARABEL)")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=main)
+    return s
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``fluidllm plan`` on parsed ``args``. Raises ModelError on bad input."""
+    plan = plan_engines(args.trace, args.engine, preset=args.preset, token_budget=args.token_budget,
+                        utilisation=args.utilisation, rate_scale=args.rate_scale, policy=args.policy,
+                        lengths=args.lengths, routing=args.routing, solver=args.solver,
+                        engine_name=args.engine_name)
+    out: dict[str, Any] = plan.to_dict()
+    text = plan.table()
+    status = 0
+    if args.confirm:
+        c = confirm_plan(plan, args.horizon_s, args.replications, args.seed)
+        out["confirm"] = c.to_dict()
+        text += "\n\n" + c.table()
+        status = 0 if c.confirmed else 1
+    elif args.horizon_s is not None:
+        raise ModelError("--horizon-s", args.horizon_s, "only applies with --confirm")
+    if args.json:
+        sys.stdout.write(json.dumps(out, allow_nan=False) + "\n")
+    else:
+        print(text)
+    return status
+
+
+def run(argv: list[str] | None = None) -> int:
+    """``fluidllm plan ARGV`` on its own parser: ModelError prints ``error: ...`` and returns 2."""
+    p = argparse.ArgumentParser(prog="fluidllm")
+    add_parser(p.add_subparsers(dest="command", required=True))
+    args = p.parse_args(["plan", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return int(args.func(args))
+    except ModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run())
