@@ -8,9 +8,11 @@ into exit 2; :func:`run` does the same for a standalone call (tests, ``python -m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import ModelError
 from .planning import LENGTHS, confirm_plan, plan_engines
@@ -45,8 +47,39 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return s
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send file descriptor 1 to stderr meanwhile: native solver libraries (HiGHS 1.16 prints a
+    banner on first use) write to fd 1 directly, which would break ``--json``'s one object."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:                       # no real fd 1 (an embedding host): nothing to guard
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def main(args: argparse.Namespace) -> int:
     """Run ``fluidllm plan`` on parsed ``args``. Raises ModelError on bad input."""
+    with _stdout_to_stderr() if args.json else contextlib.nullcontext():
+        out, text, status = _compute(args)
+    if args.json:
+        sys.stdout.write(json.dumps(out, allow_nan=False) + "\n")
+    else:
+        print(text)
+    return status
+
+
+def _compute(args: argparse.Namespace) -> tuple[dict[str, Any], str, int]:
+    if args.horizon_s is not None and not args.confirm:
+        raise ModelError("--horizon-s", args.horizon_s, "only applies with --confirm")
     plan = plan_engines(args.trace, args.engine, preset=args.preset, token_budget=args.token_budget,
                         utilisation=args.utilisation, rate_scale=args.rate_scale, policy=args.policy,
                         lengths=args.lengths, routing=args.routing, solver=args.solver,
@@ -59,13 +92,7 @@ def main(args: argparse.Namespace) -> int:
         out["confirm"] = c.to_dict()
         text += "\n\n" + c.table()
         status = 0 if c.confirmed else 1
-    elif args.horizon_s is not None:
-        raise ModelError("--horizon-s", args.horizon_s, "only applies with --confirm")
-    if args.json:
-        sys.stdout.write(json.dumps(out, allow_nan=False) + "\n")
-    else:
-        print(text)
-    return status
+    return out, text, status
 
 
 def run(argv: list[str] | None = None) -> int:
