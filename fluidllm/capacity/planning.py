@@ -398,7 +398,7 @@ class ConfirmResult:
 
 
 def _row_trace(plan: PlanResult, k: int, horizon_ms: float | None, R: int, seed: int, alpha: float,
-               tolerance: float) -> tuple[ConfirmRow, str]:
+               tolerance: float, extensions: int) -> tuple[ConfirmRow, str]:
     from ..model.trace_replay import replay_for_horizon
     from ..sim.network_reference import simulate_network_reference
     from ..sim.network_stability import GRID_POINTS, network_backlog, network_horizon_ms
@@ -409,18 +409,22 @@ def _row_trace(plan: PlanResult, k: int, horizon_ms: float | None, R: int, seed:
     base = replica_set_model(plan.engine, k, PoissonArrival(plan.offered_rate_per_s), plan.lengths_law, plan.routing)
     H = horizon_ms if horizon_ms is not None else network_horizon_ms(base)
     starts = tuple(int(s) for s in np.random.default_rng([seed, k]).integers(0, len(tr), R))
-    grid = np.linspace(0.0, H, GRID_POINTS)
-    rows = []
-    offered = 0.0
-    for r, s in enumerate(starts):
-        rep = replay_for_horizon(tr, plan.rate_scale, H, start=s)
-        law = rep.lengths() if plan.lengths["kind"] == "empirical" else plan.lengths_law
-        m = replica_set_model(plan.engine, k, rep.arrival(), law, plan.routing)
-        run = simulate_network_reference(m, H, np.random.default_rng([seed, k, r]))
-        rows.append(network_backlog(run, grid))
-        offered += rep.rate_per_s * (law.mean_prefill + law.mean_decode) / R
-    v = backlog_verdict(grid, np.array(rows, dtype=float), offered_tokens_per_s=offered, alpha=alpha,
-                        tolerance=tolerance)
+    for attempt in range(extensions + 1):
+        grid = np.linspace(0.0, H, GRID_POINTS)
+        rows = []
+        offered = 0.0
+        for r, s in enumerate(starts):
+            rep = replay_for_horizon(tr, plan.rate_scale, H, start=s)
+            law = rep.lengths() if plan.lengths["kind"] == "empirical" else plan.lengths_law
+            m = replica_set_model(plan.engine, k, rep.arrival(), law, plan.routing)
+            run = simulate_network_reference(m, H, np.random.default_rng([seed, k, r]))
+            rows.append(network_backlog(run, grid))
+            offered += rep.rate_per_s * (law.mean_prefill + law.mean_decode) / R
+        v = backlog_verdict(grid, np.array(rows, dtype=float), offered_tokens_per_s=offered, alpha=alpha,
+                            tolerance=tolerance)
+        if v.verdict != "INCONCLUSIVE" or attempt == extensions:
+            break
+        H *= 2                        # as network_stability: a longer run, same replays
     return _row(plan, k, v.verdict, v.slope_tokens_per_s, tuple(v.slope_interval), offered, H / 1000.0, R,
                 starts, v.reason), v.test
 
@@ -438,7 +442,7 @@ def _row(plan: PlanResult, k: int, verdict: str, slope: float, iv: tuple[float, 
 
 
 def confirm_plan(plan: PlanResult, horizon_s: float | None = None, replications: int = 4, seed: int = 0, *,
-                 alpha: float = 0.01, tolerance: float = 0.02) -> ConfirmResult:
+                 alpha: float = 0.01, tolerance: float = 0.02, extensions: int = 1) -> ConfirmResult:
     """Simulate the plan's replica set at K and at K − 1 engines (module text) and give each a verdict.
 
     ``horizon_s``: simulated seconds per replication (default: the network stability horizon of
@@ -452,6 +456,7 @@ def confirm_plan(plan: PlanResult, horizon_s: float | None = None, replications:
     require(isinstance(plan, PlanResult), "plan", plan, "must be a PlanResult from plan_engines")
     R = integer(replications, "replications", minimum=2)
     seed = integer(seed, "seed", minimum=0)
+    ext = integer(extensions, "extensions", minimum=0)
     H = None if horizon_s is None else finite_number(horizon_s, "horizon_s", minimum=0, strict=True) * 1000.0
     ks = [plan.engines_needed] + ([plan.engines_needed - 1] if plan.engines_needed > 1 else [])
     rows: list[ConfirmRow] = []
@@ -461,7 +466,7 @@ def confirm_plan(plan: PlanResult, horizon_s: float | None = None, replications:
                   if plan.lengths["kind"] == "empirical" else
                   f"trace arrivals at speedup {plan.rate_scale:g}, lengths drawn from the fitted laws")
         for k in ks:
-            row, test = _row_trace(plan, k, H, R, seed, alpha, tolerance)
+            row, test = _row_trace(plan, k, H, R, seed, alpha, tolerance, ext)
             rows.append(row)
     else:
         from ..sim.network_stability import network_stability
@@ -471,7 +476,8 @@ def confirm_plan(plan: PlanResult, horizon_s: float | None = None, replications:
         arrival = plan.workload.arrival.scaled(plan.rate_scale)
         for k in ks:
             m = replica_set_model(plan.engine, k, arrival, plan.lengths_law, plan.routing)
-            s = network_stability(m, replications=R, horizon_s=horizon_s, seed=seed, alpha=alpha, tolerance=tolerance)
+            s = network_stability(m, replications=R, horizon_s=horizon_s, seed=seed, alpha=alpha, tolerance=tolerance,
+                                  extensions=ext)
             test = s.test
             rows.append(_row(plan, k, s.verdict, s.slope_tokens_per_s, s.slope_interval, s.offered_tokens_per_s,
                              s.horizons_s[-1], R, (), s.reason))
