@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fluidllm as F
-from fluidllm.capacity.planning import (ConfirmResult, PlanResult, confirm_plan, load_engine, plan_engines,
+from fluidllm.capacity.planning import (ConfirmResult, confirm_plan, load_engine, plan_engines,
                                         replica_set_model)
 from fluidllm.capacity.planning_cli import run
 from fluidllm.errors import ModelError
@@ -42,7 +42,7 @@ def _theta_toml(eng_toml: str, k: int, rate: float, vp: int, vd: int) -> float:
     """max_scale of K engines under JSQ, from a TOML model built here (independent of replica_set_model)."""
     names = [f"x{i}" for i in range(k)]
     doc = "".join(f"[engines.{n}]\n{eng_toml}\n" for n in names)
-    route = f'routing = "jsq-tokens"\n' if k > 1 else ""
+    route = 'routing = "jsq-tokens"\n' if k > 1 else ""
     doc += (f'[workflows.w]\narrival = {{ kind = "poisson", rate_per_s = {rate!r} }}\n[[workflows.w.calls]]\n'
             f'id = "c"\nengine = {json.dumps(names) if k > 1 else json.dumps(names[0])}\n{route}'
             f'prefill = {{ kind = "deterministic", value = {vp} }}\ndecode = {{ kind = "deterministic", value = {vd} }}\n')

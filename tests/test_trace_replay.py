@@ -1,14 +1,12 @@
 """Trace replay at a rate scale with each request's own lengths (fluidllm.model.trace_replay)."""
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
 
 from fluidllm.errors import ModelError
 from fluidllm.model.engine import Engine
-from fluidllm.model.model import Model
 from fluidllm.model.network import Call, NetworkModel, Workflow
 from fluidllm.model.trace_replay import ReplayPairs, TraceReplay, replay_for_horizon
 from fluidllm.model.traces import Trace, load_trace
