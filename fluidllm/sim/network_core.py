@@ -572,7 +572,7 @@ def run_network_core(model: NetworkModel | Model, horizon_ms: float, replication
         comps = []
         ended = []
         for en in engs:
-            due = en.busy == t_row
+            due = (en.busy == t_row) & live
             ended.append(due)
             if not due.any():
                 continue
@@ -609,9 +609,11 @@ def run_network_core(model: NetworkModel | Model, horizon_ms: float, replication
         if comps:
             cr, ce, cid, ck, ci, cx = (np.concatenate(x) for x in zip(*comps))
             o = np.lexsort((cid, ce, cr))
-            for r, e, rid, k, ii, x in zip(cr[o].tolist(), ce[o].tolist(), cid[o].tolist(), ck[o].tolist(),
-                                           ci[o].tolist(), cx[o].tolist()):
+            cr_l, ce_l = cr[o].tolist(), ce[o].tolist()
+            for r, e in zip(cr_l, ce_l):          # the state at t is complete before any consequence
                 owed_n[e][r] -= 1
+            for r, e, rid, k, ii, x in zip(cr_l, ce_l, cid[o].tolist(), ck[o].tolist(), ci[o].tolist(),
+                                           cx[o].tolist()):
                 t = float(t_row[r])
                 if record:
                     rec_done[r][rid] = t
