@@ -34,7 +34,7 @@ from ..model.network import Call, NetworkModel
 from ..model.policy import PolicySpec
 from ..policies.rules import SlotState, vector_policy
 from .backend import get_backend
-from .core import HIST_BINS_PER_DECADE, HIST_MIN_MS, _NB, hist_edges_ms
+from .core import _NB, HIST_BINS_PER_DECADE, HIST_MIN_MS
 from .draws import _arrival_times
 from .network_reference import _HasArrival
 
@@ -144,7 +144,8 @@ class _Eng:
         where = f"engines.{engine.name}"
         if engine.kv_capacity_tokens is not None:
             raise ModelError(f"{where}.kv_capacity_tokens", engine.kv_capacity_tokens,
-                             "KV memory (preemption) is not supported by the vectorized network core; use the reference")
+                             "KV memory (preemption) is not supported by the vectorized network core; "
+                             "use the reference")
         if name in ("max-pressure", "python", "wait", "nested-wait"):
             raise ModelError(f"{where}.policy", name,
                              "is not supported by the vectorized network core; use the reference")
@@ -776,7 +777,8 @@ def _boundary(en: _Eng, rows: np.ndarray, t_row: np.ndarray, H: float, B: Any, o
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise ModelError(f"engines.{en.engine.name}.batch_time", float(dt[i]),
-                             f"must give a finite positive time; got it for P={int(P[i])}, D={int(D[i])}, K={int(K[i])}")
+                             f"must give a finite positive time; got it for P={int(P[i])}, D={int(D[i])}, "
+                             f"K={int(K[i])}")
     if en.rule.needs_group:
         start = ~en.grp[rows].any(axis=1)
         if start.any():
