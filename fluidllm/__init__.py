@@ -27,3 +27,6 @@ from .sim.network_simulate import NetworkSimResult, simulate_network  # noqa: E4
 from .sim.network_stability import NetworkStabilityResult, network_stability  # noqa: E402
 
 __all__ += ["NetworkSimResult", "simulate_network", "NetworkStabilityResult", "network_stability"]
+from .capacity.planning import PlanResult, confirm_plan, plan_engines  # noqa: E402
+
+__all__ += ["PlanResult", "plan_engines", "confirm_plan"]

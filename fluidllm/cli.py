@@ -5,11 +5,13 @@ Bad input prints one line ``error: FIELD = VALUE: what is allowed`` on stderr an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from ._stdio import json_stdout
 from .errors import ModelError
 
 __all__ = ["main"]
@@ -379,6 +381,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_check_policy)
 
+    from .capacity.planning_cli import add_parser as _add_plan
+
+    _add_plan(sub)
+
     s = sub.add_parser("presets", help="list the shipped batch-time presets with their sources")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_presets)
@@ -389,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fluidllm`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        with json_stdout() if getattr(args, "json", False) else contextlib.nullcontext():
+            return int(args.func(args))
     except ModelError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

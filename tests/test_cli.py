@@ -80,3 +80,13 @@ def test_bad_model_field_through_the_real_script(tmp_path):
     p = subprocess.run([sys.executable, "-m", "fluidllm", "capacity", str(bad)], capture_output=True, text=True)
     assert p.returncode == 2
     assert p.stderr.strip() == "error: engines.g.token_budget = 0: must be an integer >= 1"
+
+
+def test_json_is_one_object_even_when_a_native_solver_prints(tmp_path):
+    # HiGHS prints a banner to fd 1 on its first solve in a process; --json must still be one object
+    # on stdout (the banner, if any, goes to stderr). A network LP is the first solve here.
+    p = subprocess.run([sys.executable, "-m", "fluidllm", "capacity", "examples/networks/replicas_jsq.toml", "--json"],
+                       capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert p.returncode == 0, p.stderr
+    obj = json.loads(p.stdout)
+    assert "max_scale" in obj and p.stdout.count("\n") == 1

@@ -77,9 +77,11 @@ def test_vendored_dataset_equals_shared_csv(dataset, shared):
 
 
 def test_vendored_datasets_listed():
-    assert set(F.DATASETS) == {"azure-conv-2023", "azure-code-2023"}
+    assert set(F.DATASETS) == {"azure-conv-2023", "azure-code-2023", "mooncake-conv-2000"}
     assert len(F.load_trace(dataset="azure-conv-2023")) == 19366
     assert len(F.load_trace(dataset="azure-code-2023")) == 8819
+    moon = F.load_trace(dataset="mooncake-conv-2000")  # its attribution file states 2,000 rows over 669 s
+    assert len(moon) == 2000 and 668_000 <= moon.arrival_ms[-1] <= 670_000
 
 
 # ------------------------------------------------------------------------------ small files

@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
-from typing import Any, Iterator
+from typing import Any
 
+from .._stdio import json_stdout
 from ..errors import ModelError
 from .planning import LENGTHS, confirm_plan, plan_engines
 
@@ -47,28 +47,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return s
 
 
-@contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """Send file descriptor 1 to stderr meanwhile: native solver libraries (HiGHS 1.16 prints a
-    banner on first use) write to fd 1 directly, which would break ``--json``'s one object."""
-    sys.stdout.flush()
-    try:
-        saved = os.dup(1)
-    except OSError:                       # no real fd 1 (an embedding host): nothing to guard
-        yield
-        return
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def main(args: argparse.Namespace) -> int:
     """Run ``fluidllm plan`` on parsed ``args``. Raises ModelError on bad input."""
-    with _stdout_to_stderr() if args.json else contextlib.nullcontext():
+    with json_stdout() if args.json else contextlib.nullcontext():
         out, text, status = _compute(args)
     if args.json:
         sys.stdout.write(json.dumps(out, allow_nan=False) + "\n")

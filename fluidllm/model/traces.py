@@ -28,6 +28,7 @@ __all__ = ["Trace", "load_trace", "load_azure_trace", "load_mooncake_trace", "DA
 DATASETS = {
     "azure-conv-2023": "azure_conv_2023.csv",
     "azure-code-2023": "azure_code_2023.csv",
+    "mooncake-conv-2000": "mooncake_conv_2000.csv",
 }
 
 
