@@ -26,8 +26,10 @@ Memory per replication: for the vectorized core ``SimResult.peak_state_bytes / R
 the peak of Python allocations during one more (untimed) run under ``tracemalloc``, outputs
 included (the reference keeps a batch log).
 
-Run: ``python benchmarks/sim_speed.py [--quick] [--backend numpy|cupy|torch] [--horizon-s S]
-[--replications 1,64,1024,8192] [--json PATH]``. Needs ``simpy`` (``pip install -e '.[bench]'``).
+Run: ``python benchmarks/sim_speed.py [--quick] [--backend numpy|cupy|torch] [--device cpu|cuda]
+[--horizon-s S] [--replications 1,64,1024,8192] [--json PATH]``. Needs ``simpy`` (``pip install -e '.[bench]'``).
+``--device`` (torch only) pins the torch backend to a device (default: CUDA when visible); e.g. the GPU
+run of ``scripts/gpu_calibration.sh``: ``--backend torch --device cuda --replications 65536``.
 """
 from __future__ import annotations
 
@@ -116,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="60 simulated seconds, R = 1, 64 (smoke test)")
     ap.add_argument("--backend", default="numpy", choices=["numpy", "cupy", "torch"])
+    ap.add_argument("--device", default=None,
+                    help="torch backend only: cpu, cuda or cuda:N (default: cuda when visible, else cpu)")
     ap.add_argument("--horizon-s", type=float, default=None, help="simulated seconds (default 1200; --quick 60)")
     ap.add_argument("--replications", default=None, help="comma-separated R list (default 1,64,1024,8192)")
     ap.add_argument("--peer-budget-s", type=float, default=60.0,
@@ -127,6 +131,18 @@ def main(argv: list[str] | None = None) -> int:
 
     horizon_s = args.horizon_s or (QUICK_HORIZON_S if args.quick else FULL_HORIZON_S)
     reps = [int(x) for x in (args.replications or ("1,64" if args.quick else "1,64,1024,8192")).split(",")]
+    backend = args.backend
+    if args.device is not None:
+        if args.backend != "torch":
+            ap.error("--device applies to --backend torch only")
+        import torch
+
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            ap.error(f"--device {args.device}: torch sees no CUDA GPU")
+        from fluidllm.sim.backend import _TorchBackend
+
+        # a Backend instance passes through get_backend unchanged: this pins the device
+        backend = _TorchBackend(args.device)
     model, lam_star = build_model()
     (eng,) = model.engines.values()
     workloads = list(model.workloads.values())
@@ -188,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         vec_note = "vectorized core not available (fluidllm.simulate is missing)"
     else:
         try:
-            simulate(model, replications=1, horizon_s=min(10.0, horizon_s), seed=0, backend=args.backend)  # warm-up
+            simulate(model, replications=1, horizon_s=min(10.0, horizon_s), seed=0, backend=backend)  # warm-up
         except Exception as e:  # noqa: BLE001 - a backend that cannot start is reported, not fatal
             vec_note = f"vectorized core failed on backend {args.backend}: {type(e).__name__}: {e}"
         else:
@@ -196,10 +212,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.workers > 1 and args.backend == "numpy":
                 runs += [(R, args.workers) for R in reps if R > BLOCK]
             for R, workers in runs:
-                name = f"vectorized {args.backend}" + (f" x{workers} procs" if workers > 1 else "")
+                name = f"vectorized {args.backend}" + (f" {args.device}" if args.device else "") + (
+                    f" x{workers} procs" if workers > 1 else "")
                 try:
                     wall, res = timed(lambda: simulate(model, replications=R, horizon_s=horizon_s, seed=SEED,
-                                                       backend=args.backend, workers=workers))
+                                                       backend=backend, workers=workers))
                 except Exception as e:  # noqa: BLE001
                     rows.append(row(name, R, horizon_s, 0, math.nan, math.nan, math.nan,
                                     f"failed: {type(e).__name__}: {e}"))
@@ -236,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                             "token_budget": eng.token_budget, "batch_time": eng.batch_time.to_dict(),
                             "prefill": 100, "decode": 100, "load": LOAD, "rate_per_s": lam,
                             "capacity_rate_per_s": lam_star, "horizon_s": horizon_s, "seed": SEED,
-                            "backend": args.backend, "replications": reps},
+                            "backend": args.backend, "replications": reps,
+                            **({"device": args.device} if args.device else {})},
                "machine": {"python": platform.python_version(), "numpy": np.__version__,
                            "simpy": simpy.__version__, "cpus": os.cpu_count(), "arch": platform.machine()},
                "peers_agree_batch_for_batch": same,
