@@ -89,7 +89,8 @@ for gpu, path in PROFILES.items():
         assert abs(ci.max_scale - fl.capacity(m).max_scale) <= 1e-9 * ci.max_scale
         mu = ci.engines["gpu"]
         rows.append((gpu, fam, ci.max_scale, lo, hi, mu["max_token_rate_per_s"], *mu["interval"]))
-print(f"{'GPU':<5} {'family':<17} {'req/s':>8} {'95 % interval':>20} {'±%':>6} {'mu* tok/s':>10} {'95 % interval':>22}")
+print(f"{'GPU':<5} {'family':<17} {'req/s':>8} {'95 % interval':>20} {'±%':>6} {'mu* tok/s':>10} "
+      f"{'95 % interval':>22}")
 for gpu, fam, s, lo, hi, mu, mlo, mhi in rows:
     print(f"{gpu:<5} {fam:<17} {s:8.3f} [{lo:8.3f}, {hi:8.3f}] {50 * (hi - lo) / s:6.2f} {mu:10.1f} "
           f"[{mlo:9.1f}, {mhi:9.1f}]")

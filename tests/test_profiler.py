@@ -30,11 +30,8 @@ GRID = "prefill:16,48,128,256,512;decode@128:1,16;mixed@128:64+8"
 def measured(tmp_path_factory):
     # one thread: two threads on a 2-core CI box shared with other work make every pass jitter
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run = profile_model("tiny", grid=GRID, warmup=1, repeats=5, seed=0)
-    finally:
-        torch.set_num_threads(threads)
+    run = profile_model("tiny", grid=GRID, warmup=1, repeats=5, seed=0, threads=1)
+    assert torch.get_num_threads() == threads      # restored
     path = run.write_csv(tmp_path_factory.mktemp("prof") / "tiny.csv")
     return run, path
 
@@ -114,7 +111,8 @@ def test_cli_json_prints_one_object_and_writes_the_csv(tmp_path):
     buf = io.StringIO()
     with redirect_stdout(buf):
         rc = profile_cli.run(["--profile", "--out", str(out), "--grid", "prefill:32,256;decode@64:4",
-                              "--repeats", "2", "--warmup", "1", "--fit", "--n-boot", "0", "--json"])
+                              "--repeats", "2", "--warmup", "1", "--fit", "--n-boot", "0", "--threads", "1",
+                              "--json"])
     assert rc == 0
     doc = json.loads(buf.getvalue())          # exactly one JSON object
     assert len(doc["rows"]) == 3 and out.is_file() and doc["fit"]["family"]

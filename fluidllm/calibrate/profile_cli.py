@@ -46,6 +46,7 @@ def add_profile_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     g.add_argument("--repeats", type=int, default=5, help="timed passes per grid point; medians (default 5)")
     g.add_argument("--max-kv-gb", type=float, help="KV cache allowed for the timed layers (default half the free "
                                                    "GPU memory; 2 GB on CPU)")
+    g.add_argument("--threads", type=int, help="CPU threads for torch while profiling (default: torch's own)")
     g.add_argument("--fit", action="store_true", help="also fit the measured CSV (fluidllm.calibrate.fit_profile)")
     if not _has(parser, "--out"):
         g.add_argument("--out", help="profile CSV to write")
@@ -68,7 +69,8 @@ def _compute(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     progress = None if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
     run_ = profile_model(args.shape, device=args.device, grid=args.grid, layers=args.layers, dtype=args.dtype,
                          kv_layout=args.kv_layout, rope=not args.no_rope, warmup=args.warmup,
-                         repeats=args.repeats, seed=args.seed, max_kv_gb=args.max_kv_gb, progress=progress)
+                         repeats=args.repeats, seed=args.seed, max_kv_gb=args.max_kv_gb, threads=args.threads,
+                         progress=progress)
     if not run_.rows:
         raise ModelError("grid", args.grid, "no grid point could be measured: " +
                          "; ".join(w for _, w in run_.skipped[:3]))

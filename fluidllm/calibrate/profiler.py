@@ -332,11 +332,13 @@ class _Decoder:
 
     def __init__(self, torch: Any, shape: Shape, layers: int, dev: Any, dt: Any, rope: bool, seed: int) -> None:
         self.torch, self.s, self.dev, self.dt, self.rope = torch, shape, dev, dt, rope
-        g = torch.Generator(device="cpu").manual_seed(seed)
+        # drawn on the device: a 17 GB KV cache (Llama-2-7B, 512 decodes at 2048 context, one layer)
+        # drawn on the host first would take minutes
+        g = torch.Generator(device=dev).manual_seed(seed)
         H, hd, kvh = shape.hidden, shape.head_dim, shape.kv_heads
 
         def w(*size: int) -> Any:
-            return (torch.randn(*size, generator=g) * 0.02).to(dev, dt)
+            return torch.randn(*size, generator=g, device=dev, dtype=dt) * 0.02
 
         qkv = (shape.heads + 2 * kvh) * hd
         self.layers = [dict(ln1=torch.ones(H, device=dev, dtype=dt), wqkv=w(H, qkv), wo=w(H, H),
@@ -368,15 +370,16 @@ class _Decoder:
         out = []
         for _ in range(n_caches):
             if layout == "contiguous":
-                k = t.randn(D, s.kv_heads, kv + 1, s.head_dim, generator=self.gen).to(self.dev, self.dt)
-                out.append((k, t.randn_like(k)))
+                size = (D, s.kv_heads, kv + 1, s.head_dim)
+                out.append(tuple(t.randn(size, generator=self.gen, device=self.dev, dtype=self.dt) for _ in "kv"))
             else:
                 per = -(-(kv + 1) // PAGE_TOKENS)
                 n_pages = D * per
-                pk = t.randn(n_pages, s.kv_heads, PAGE_TOKENS, s.head_dim, generator=self.gen).to(self.dev, self.dt)
+                size = (n_pages, s.kv_heads, PAGE_TOKENS, s.head_dim)
+                pk, pv = (t.randn(size, generator=self.gen, device=self.dev, dtype=self.dt) for _ in "kv")
                 # pages scattered at random, as after many admissions and frees
-                table = t.randperm(n_pages, generator=self.gen).reshape(D, per).to(self.dev)
-                out.append((pk, t.randn_like(pk), table))
+                table = t.randperm(n_pages, generator=self.gen, device=self.dev).reshape(D, per)
+                out.append((pk, pv, table))
         return out
 
     def forward(self, x: Any, P: int, D: int, kv: int, caches: list[Any], layout: str, timer: _Timer) -> Any:
@@ -436,7 +439,7 @@ class _Decoder:
 def profile_model(shape: str | Shape = "tiny", *, device: str = "cpu", grid: str | Sequence[GridPoint] | None = None,
                   layers: int | None = None, dtype: str | None = None, kv_layout: str = "contiguous",
                   rope: bool = True, warmup: int = 2, repeats: int = 5, seed: int = 0,
-                  max_kv_gb: float | None = None, progress: Any = None) -> ProfileRun:
+                  max_kv_gb: float | None = None, threads: int | None = None, progress: Any = None) -> ProfileRun:
     """Time forward passes of ``shape`` over ``grid`` on ``device`` (see the module docstring).
 
     Args:
@@ -451,6 +454,7 @@ def profile_model(shape: str | Shape = "tiny", *, device: str = "cpu", grid: str
         warmup, repeats: untimed and timed passes per grid point (medians reported).
         seed: weights, inputs and caches are drawn from this seed.
         max_kv_gb: KV cache allowed for the timed layers (default: half the free GPU memory; 2 GB on CPU).
+        threads: CPU threads for torch while profiling (default: torch's setting; restored afterwards).
         progress: optional callable(str) told about each point.
 
     Raises:
@@ -477,7 +481,22 @@ def profile_model(shape: str | Shape = "tiny", *, device: str = "cpu", grid: str
         raise ModelError("layers", layers, f"must be an integer in 1..{shp.n_layers} (the shape's layers)")
     points = parse_grid(grid if grid is not None else default_grid(shp.name)) if grid is None or isinstance(grid, str) \
         else list(grid)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ModelError("threads", threads, "must be an integer >= 1")
     torch = import_torch()
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _profile(torch, shp, points, layers, device, dtype, kv_layout, rope, warmup, repeats, seed,
+                        max_kv_gb, progress)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _profile(torch: Any, shp: Shape, points: list[GridPoint], layers: int, device: str, dtype: str | None,
+             kv_layout: str, rope: bool, warmup: int, repeats: int, seed: int, max_kv_gb: float | None,
+             progress: Any) -> ProfileRun:
     dev, dt, dev_name = _resolve(device, dtype, torch)
     dtype_name = str(dt).replace("torch.", "")
     esize = torch.tensor([], dtype=dt).element_size()
@@ -507,7 +526,7 @@ def profile_model(shape: str | Shape = "tiny", *, device: str = "cpu", grid: str
             n_caches = layers if one * layers <= max_kv_gb else 1
             try:
                 caches = model.kv_cache(g.decode_tokens, g.kv_context, kv_layout, n_caches)
-                x = (torch.randn(g.tokens, shp.hidden, generator=model.gen) * 0.5).to(dev, dt)
+                x = torch.randn(g.tokens, shp.hidden, generator=model.gen, device=dev, dtype=dt) * 0.5
                 lin, att, tot = [], [], []
                 for it in range(warmup + repeats):
                     timer.reset()
