@@ -163,3 +163,70 @@ def test_kv_cap_skips_points_it_cannot_hold():
     run = profile_model("tiny", grid="prefill:16;decode@4096:64", warmup=0, repeats=1, max_kv_gb=1e-3)
     assert [r.point.scenario for r in run.rows] == ["prefill_only"]
     assert len(run.skipped) == 1 and "max_kv_gb" in run.skipped[0][1]
+
+
+def test_decoder_layer_matches_a_plain_reference():
+    """One layer against a float64 NumPy transcription of the module docstring: RMSNorm, QKV, RoPE,
+    causal prefill attention, decode attention over the cache (GQA: query head h reads KV head
+    h // (heads / kv_heads)), output projection, SwiGLU MLP, residuals."""
+    from fluidllm.calibrate.profiler import Shape
+
+    s = Shape("t", 1, 32, 4, 2, 48)
+    dev = torch.device("cpu")
+    P, D, kv = 4, 2, 6
+    with torch.inference_mode():
+        dec = _Decoder(torch, s, 1, dev, torch.float32, True, seed=5)
+        (cache,) = dec.kv_cache(D, kv, "contiguous", 1)
+        ck0 = cache[0].double().numpy().copy()
+        cv0 = cache[1].double().numpy().copy()
+        x = torch.randn(P + D, s.hidden, generator=torch.Generator().manual_seed(2))
+        got = dec.forward(x, P, D, kv, [cache], "contiguous", _Timer(torch, dev, 4)).double().numpy()
+        L = {k: v.double().numpy() for k, v in dec.layers[0].items()}
+        pos = torch.tensor(list(range(P)) + [kv] * D)
+
+        def rope(z):  # the decoder's own RoPE (checked separately below), applied to float64
+            return dec._rope(torch.from_numpy(z), pos).numpy()
+
+        # RoPE rotates each (i, i + hd/2) pair by an angle: norms per pair are kept
+        z = np.random.default_rng(0).standard_normal((P + D, 2, s.head_dim))
+        r = rope(z)
+        h2 = s.head_dim // 2
+        assert np.allclose(z[..., :h2] ** 2 + z[..., h2:] ** 2, r[..., :h2] ** 2 + r[..., h2:] ** 2)
+        assert np.allclose(r[0], z[0])        # position 0: no rotation
+
+    X = x.double().numpy()
+    hd, nh, kvh = s.head_dim, s.heads, s.kv_heads
+
+    def rms(v, w):
+        return v / np.sqrt((v * v).mean(-1, keepdims=True) + 1e-6) * w
+
+    qkv = rms(X, L["ln1"]) @ L["wqkv"]
+    q = rope(qkv[:, : nh * hd].reshape(-1, nh, hd))
+    k = rope(qkv[:, nh * hd: (nh + kvh) * hd].reshape(-1, kvh, hd))
+    v = qkv[:, (nh + kvh) * hd:].reshape(-1, kvh, hd)
+    att = np.zeros((P + D, nh, hd))
+    for h in range(nh):
+        g = h // (nh // kvh)
+        for i in range(P):                    # causal over the prompt itself
+            sc = k[: i + 1, g] @ q[i, h] / np.sqrt(hd)
+            w = np.exp(sc - sc.max())
+            att[i, h] = (w / w.sum()) @ v[: i + 1, g]
+        for d in range(D):                    # cache positions 0..kv-1, then the new token at kv
+            K = np.vstack([ck0[d, g, :kv], k[P + d, g]])
+            V = np.vstack([cv0[d, g, :kv], v[P + d, g]])
+            sc = K @ q[P + d, h] / np.sqrt(hd)
+            w = np.exp(sc - sc.max())
+            att[P + d, h] = (w / w.sum()) @ V
+    X1 = X + att.reshape(P + D, -1) @ L["wo"]
+    gu = rms(X1, L["ln2"]) @ L["wgu"]
+    gt, up = gu[:, : s.mlp], gu[:, s.mlp:]
+    want = X1 + (gt / (1 + np.exp(-gt)) * up) @ L["wd"]
+    assert np.allclose(got, want, atol=1e-5), np.abs(got - want).max()
+    # torch < 2.5 has no enable_gqa: the repeated-KV fallback gives the same pass
+    with torch.inference_mode():
+        dec.native_gqa = False
+        (cache2,) = dec.kv_cache(D, kv, "contiguous", 1)
+        cache2[0].copy_(torch.from_numpy(ck0).float())
+        cache2[1].copy_(torch.from_numpy(cv0).float())
+        old = dec.forward(x, P, D, kv, [cache2], "contiguous", _Timer(torch, dev, 4)).double().numpy()
+    assert np.allclose(old, want, atol=1e-5)

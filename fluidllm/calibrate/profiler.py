@@ -345,6 +345,20 @@ class _Decoder:
                             ln2=torch.ones(H, device=dev, dtype=dt), wgu=w(H, 2 * shape.mlp), wd=w(shape.mlp, H))
                        for _ in range(layers)]
         self.gen = g
+        major_minor = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
+        self.native_gqa = major_minor >= (2, 5)
+
+    def _sdpa(self, q: Any, k: Any, v: Any, causal: bool) -> Any:
+        """Scaled dot-product attention; GQA by ``enable_gqa`` (torch >= 2.5) or by repeating the KV
+        heads (query head h reads KV head h // (heads / kv_heads) either way)."""
+        F = self.torch.nn.functional
+        if k.shape[-3] == q.shape[-3]:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        if self.native_gqa:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
+        rep = q.shape[-3] // k.shape[-3]
+        return F.scaled_dot_product_attention(q, k.repeat_interleave(rep, dim=-3), v.repeat_interleave(rep, dim=-3),
+                                              is_causal=causal)
 
     def _rms(self, x: Any, wt: Any) -> Any:
         t = self.torch
@@ -388,7 +402,6 @@ class _Decoder:
         hd, nh, kvh = s.head_dim, s.heads, s.kv_heads
         T = P + D
         pos = t.cat([t.arange(P, device=self.dev), t.full((D,), kv, device=self.dev, dtype=t.int64)])
-        gqa = kvh != nh
         timer.mark()
         for li, L in enumerate(self.layers):
             cache = caches[li % len(caches)]
@@ -404,8 +417,7 @@ class _Decoder:
             outs = []
             if P:
                 qp, kp, vp = (z[:P].transpose(0, 1).unsqueeze(0) for z in (q, k, v))
-                outs.append(F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, enable_gqa=gqa)
-                            .squeeze(0).transpose(0, 1).reshape(P, nh * hd))
+                outs.append(self._sdpa(qp, kp, vp, True).squeeze(0).transpose(0, 1).reshape(P, nh * hd))
             if D:
                 qd = q[P:].unsqueeze(2)                                   # (D, nh, 1, hd)
                 kd, vd = k[P:], v[P:]                                     # (D, kvh, hd)
@@ -423,7 +435,7 @@ class _Decoder:
                     # same bytes; here the gather is part of the measured attention time)
                     kk = pk[table].permute(0, 2, 1, 3, 4).reshape(D, kvh, -1, hd)[:, :, : kv + 1]
                     vv = pv[table].permute(0, 2, 1, 3, 4).reshape(D, kvh, -1, hd)[:, :, : kv + 1]
-                outs.append(F.scaled_dot_product_attention(qd, kk, vv, enable_gqa=gqa).reshape(D, nh * hd))
+                outs.append(self._sdpa(qd, kk, vv, False).reshape(D, nh * hd))
             a = outs[0] if len(outs) == 1 else t.cat(outs)
             timer.mark()
             # --- linear 2: output projection, norm, SwiGLU MLP
