@@ -84,3 +84,42 @@ def test_bad_arguments() -> None:
         simulate_network(model, horizon_s=-1)
     with pytest.raises(ModelError, match="model"):
         simulate_network(fl.load_model("examples/paper_codellama_b512.toml"))
+
+
+def _same(a, b, path: str = "") -> None:
+    """Equal outputs: dicts key by key, numbers to 1e-9 (sums in a different order), NaN where NaN."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), path
+        for k in a:
+            _same(a[k], b[k], f"{path}.{k}")
+    else:
+        np.testing.assert_allclose(np.asarray(a, float), np.asarray(b, float), rtol=1e-9, atol=1e-9,
+                                   equal_nan=True, err_msg=path)
+
+
+@pytest.mark.parametrize("name", ["dag.toml", "fork_join.toml", "replicas_jsq.toml", "rybko_stolyar.toml"])
+def test_vectorized_core_gives_the_reference_outputs(name: str) -> None:
+    # every per-replication output (latency percentiles, exact in-system average and max, batch mix,
+    # busy fraction, series, final backlog) equals the reference's summary of the same replications
+    model = fl.load_model(EXAMPLES / name)
+    h = 0.4 if name == "rybko_stolyar.toml" else 15.0
+    core = simulate_network(model, replications=3, horizon_s=h, seed=2, simulator="core")
+    ref = simulate_network(model, replications=3, horizon_s=h, seed=2, simulator="reference")
+    assert (core.simulator, ref.simulator) == ("core", "reference")
+    assert core.runs[0]["jobs_completed"] > 0
+    for x, y in zip(core.runs, ref.runs):
+        _same(x, y)
+    blocks = simulate_network(model, replications=3, horizon_s=h, seed=2, simulator="core", workers=2)
+    for x, y in zip(blocks.runs, core.runs):
+        _same(x, y)
+
+
+def test_simulator_choice() -> None:
+    mp = fl.load_model(EXAMPLES / "rybko_stolyar_maxpressure.toml")
+    assert simulate_network(mp, replications=2, horizon_s=0.05, seed=0).simulator == "reference"
+    with pytest.raises(ModelError, match="simulator = 'core'.*max-pressure"):
+        simulate_network(mp, replications=2, horizon_s=0.05, simulator="core")
+    with pytest.raises(ModelError, match="simulator"):
+        simulate_network(mp, replications=2, horizon_s=0.05, simulator="gpu")
+    dag = fl.load_model(EXAMPLES / "dag.toml")
+    assert simulate_network(dag, replications=2, horizon_s=0.5, seed=0).simulator == "core"

@@ -57,3 +57,11 @@ def test_cli_policy_or_engine_with_network_exits_2(tmp_path, capsys, opt):
     p.write_text(DAG)
     assert main(["stability", str(p), "--horizon-s", "0.1", *opt]) == 2
     assert opt[0] in capsys.readouterr().err
+
+
+def test_core_and_reference_give_one_verdict(dag):
+    a = network_stability(dag, load=0.9, replications=4, horizon_s=1.0, seed=3, extensions=0, simulator="core")
+    b = network_stability(dag, load=0.9, replications=4, horizon_s=1.0, seed=3, extensions=0,
+                          simulator="reference")
+    assert (a.simulator, b.simulator) == ("core", "reference")
+    assert np.array_equal(a.backlog, b.backlog) and a.to_dict()["details"] == b.to_dict()["details"]

@@ -38,7 +38,7 @@ from .core import _NB, HIST_BINS_PER_DECADE, HIST_MIN_MS
 from .draws import _arrival_times
 from .network_reference import _HasArrival
 
-__all__ = ["NetworkCoreResult", "run_network_core", "replication_generator"]
+__all__ = ["NetworkCoreResult", "run_network_core", "replication_generator", "core_unsupported"]
 
 _START = "^"
 _WHOLE_PROMPTS = ("fastertransformer", "fastertransformer-static", "vllm")
@@ -70,6 +70,14 @@ class NetworkCoreResult:
         e2e_ms: per workflow, all completed instances' latencies (ms), in completion order per row,
             with ``e2e_row`` the replication of each.
         batches, tokens_served, tokens_sent: (R, E) per engine. end_ms: (R, E) each engine's end.
+        requests_created: (R,) requests created in the run.
+        final_backlog_tokens: (R,) B(H), the backlog after every instant <= horizon.
+        mean_requests_in_system: (R,) exact time average over [0, H) of requests created and not
+            completed; max_requests_in_system: (R,) its maximum over the instants before H.
+        full_batches, mixed_batches, decode_only_batches: (R, E) batches with P + D = b_max, with
+            prefill and decode tokens, with decode tokens only. busy_ms: (R, E) batch time within [0, H).
+        ttft_ms, ttft_row: every request with v_d > 0 that got its first decode token (completed or
+            not): first token − creation (ms), and its replication. tbt_ms, tbt_row: those with v_d >= 2: (completion − first token) / (v_d − 1).
         steps, wall_s: lock-step iterations and wall time.
         batch_log: with ``record=True``, per replication and engine the list of
             ``(start_ms, end_ms, tokens)`` (tokens: (request id, prefill, decode) by id), else None.
@@ -101,6 +109,17 @@ class NetworkCoreResult:
     tokens_sent: np.ndarray
     end_ms: np.ndarray
     requests_created: np.ndarray
+    final_backlog_tokens: np.ndarray
+    mean_requests_in_system: np.ndarray
+    max_requests_in_system: np.ndarray
+    full_batches: np.ndarray
+    mixed_batches: np.ndarray
+    decode_only_batches: np.ndarray
+    busy_ms: np.ndarray
+    ttft_ms: np.ndarray
+    ttft_row: np.ndarray
+    tbt_ms: np.ndarray
+    tbt_row: np.ndarray
     steps: int
     wall_s: float
     batch_log: list[list[list[tuple]]] | None = None
@@ -127,6 +146,19 @@ class NetworkCoreResult:
                 "batches": self.batches.tolist(), "steps": self.steps, "wall_s": self.wall_s}
 
 
+def core_unsupported(model: NetworkModel | Model) -> str | None:
+    """Why the vectorized network core cannot run ``model`` (the error it would raise), or None."""
+    if isinstance(model, Model):
+        model = NetworkModel(model.engines, workloads=model.workloads)
+    class_index = {c: i for i, c in enumerate(model.class_names)}
+    try:
+        for i, eng in enumerate(model.engines.values()):
+            _Eng(i, eng, 1, class_index, len(class_index))
+    except ModelError as e:
+        return str(e)
+    return None
+
+
 # ------------------------------------------------------------------------------------ engines
 
 
@@ -135,7 +167,8 @@ class _Eng:
 
     FIELDS = {"pre": (np.int32, 0), "dec": (np.int32, 0), "kv": (np.int64, 0), "st": (np.int8, 0),
               "rid": (np.int64, 0), "kls": (np.int32, 0), "inst": (np.int64, 0), "ctx": (np.int64, 0),
-              "run": (np.bool_, False), "grp": (np.bool_, False), "pp": (np.int32, 0), "pd": (np.int32, 0)}
+              "run": (np.bool_, False), "grp": (np.bool_, False), "pp": (np.int32, 0), "pd": (np.int32, 0),
+              "ct": (np.float64, 0.0), "ft": (np.float64, math.nan), "dec0": (np.int32, 0)}
 
     def __init__(self, index: int, engine: Any, R: int, class_index: dict[str, int], K: int) -> None:
         self.index, self.engine, self.R = index, engine, R
@@ -193,6 +226,14 @@ class _Eng:
         self.served = np.zeros(R, dtype=np.int64)
         self.sent_tok = np.zeros(R, dtype=np.int64)
         self.holes = np.zeros(R, dtype=np.int64)
+        # batch mix (full: P + D = b_max; mixed: prefill and decode; decode-only) and busy ms before H
+        self.n_full = np.zeros(R, dtype=np.int64)
+        self.n_mixed = np.zeros(R, dtype=np.int64)
+        self.n_dec = np.zeros(R, dtype=np.int64)
+        self.busy_ms = np.zeros(R)
+        # first tokens (row, TTFT) and completed requests (row, created, first token, completion, decode)
+        self.first: list[tuple[np.ndarray, np.ndarray]] = []
+        self.lat: list[tuple[np.ndarray, ...]] = []
 
     def _resize(self, Q: int) -> None:
         keep = min(Q, self.Q)
@@ -302,11 +343,13 @@ def _flows(model: NetworkModel, class_index: dict[str, int], eidx: dict[str, int
 
 
 def run_network_core(model: NetworkModel | Model, horizon_ms: float, replications: int, seed: int = 0, *,
-                     grid_points: int = 200, record: bool = False) -> NetworkCoreResult:
+                     grid_points: int = 200, record: bool = False, first_replication: int = 0) -> NetworkCoreResult:
     """Simulate R = ``replications`` replications of ``model`` over [0, ``horizon_ms``) (instances
     arrive in [0, horizon); each engine stops at its first boundary >= horizon), replication r with
     :func:`replication_generator` (seed, r): each equals
     ``simulate_network_reference(model, horizon_ms, np.random.default_rng([seed, r]))`` batch for batch.
+    Row i of the result is replication r = ``first_replication`` + i (so blocks of replications run in
+    separate processes give the rows of one run).
 
     Raises:
         ModelError: a bad model, horizon, replications, seed or grid; a feature the vectorized network
@@ -322,6 +365,7 @@ def run_network_core(model: NetworkModel | Model, horizon_ms: float, replication
     R = integer(replications, "replications", minimum=1)
     seed = integer(seed, "seed", minimum=0)
     G = integer(grid_points, "grid_points", minimum=2)
+    r0 = integer(first_replication, "first_replication", minimum=0)
     B = get_backend("numpy")
 
     class_names = model.class_names
@@ -342,7 +386,7 @@ def run_network_core(model: NetworkModel | Model, horizon_ms: float, replication
     inst_flow: list[list[int]] = []
     n_inst_flow = np.zeros((R, W), dtype=np.int64)
     for r in range(R):
-        gen = replication_generator(seed, r)
+        gen = replication_generator(seed, r0 + r)
         streams = gen.spawn(W)
         times, owners, order = [], [], []
         for k, (f, stream) in enumerate(zip(flows, streams)):
@@ -390,10 +434,17 @@ def run_network_core(model: NetworkModel | Model, horizon_ms: float, replication
     e2e_vals: list[list[float]] = [[] for _ in range(W)]
     e2e_rows: list[list[int]] = [[] for _ in range(W)]
     grid = H * np.arange(G) / G
+    # one more point at H itself: the final backlog and counts (state after every instant <= H)
+    grid_x = np.append(grid, H)
+    GX = G + 1
     g_next = np.zeros(R, dtype=np.int64)
-    s_back = np.zeros((R, G), dtype=np.int64)
-    s_req = np.zeros((R, G), dtype=np.int64)
-    s_inst = np.zeros((R, G), dtype=np.int64)
+    s_back = np.zeros((R, GX), dtype=np.int64)
+    s_req = np.zeros((R, GX), dtype=np.int64)
+    s_inst = np.zeros((R, GX), dtype=np.int64)
+    # exact time average over [0, H) and max (instants < H) of requests in system
+    area = np.zeros(R)
+    max_req = np.zeros(R, dtype=np.int64)
+    t_last = np.zeros(R)
     log = [[[] for _ in range(E)] for _ in range(R)] if record else None
     rec = [{k: [] for k in ("klass", "engine", "instance", "created_ms", "prefill", "decode", "kv_context")}
            for _ in range(R)] if record else None
@@ -556,15 +607,19 @@ def run_network_core(model: NetworkModel | Model, horizon_ms: float, replication
         back = created_tok - served_tok
         nreq = n_created - n_completed
         ninst = n_inst_arr - n_inst_done
-        gi = np.minimum(g_next, G - 1)
-        cross = (g_next < G) & (grid[gi] < t_row)
+        gi = np.minimum(g_next, GX - 1)
+        cross = (g_next < GX) & (grid_x[gi] < t_row)
         while cross.any():
             r = np.flatnonzero(cross)
             g = g_next[r]
             s_back[r, g], s_req[r, g], s_inst[r, g] = back[r], nreq[r], ninst[r]
             g_next[r] += 1
-            gi = np.minimum(g_next, G - 1)
-            cross = (g_next < G) & (grid[gi] < t_row)
+            gi = np.minimum(g_next, GX - 1)
+            cross = (g_next < GX) & (grid_x[gi] < t_row)
+        # nreq is the state after each row's last instant t_last
+        np.maximum(max_req, np.where(t_last < H, nreq, 0), out=max_req)
+        area += nreq * (np.minimum(t_row, H) - np.minimum(t_last, H))
+        t_last = t_row
         live = np.isfinite(t_row)
         if not live.any():
             break
@@ -582,6 +637,17 @@ def run_network_core(model: NetworkModel | Model, horizon_ms: float, replication
             pre = en.pre[rows] - gp
             dec = en.dec[rows] - gd
             given = (gp + gd) > 0
+            done = given & (pre == 0) & (dec == 0)
+            ft = en.ft[rows]
+            t_b = np.broadcast_to(t_row[rows][:, None], ft.shape)
+            first = np.isnan(ft) & ((gd > 0) | done)     # the reference: first decode token, else completion
+            ft[first] = t_b[first]
+            en.ft[rows] = ft
+            if first.any():                               # TTFT at the first token, completed or not
+                fr, fc = np.nonzero(first)
+                fg = rows[fr]
+                has = en.dec0[fg, fc] > 0
+                en.first.append((fg[has], ft[fr, fc][has] - en.ct[fg, fc][has]))
             en.pre[rows], en.dec[rows] = pre, dec
             en.kv[rows] += gp + gd
             if en.rule.needs_running:
@@ -589,7 +655,6 @@ def run_network_core(model: NetworkModel | Model, horizon_ms: float, replication
             n_tok = (gp.sum(axis=1, dtype=np.int64) + gd.sum(axis=1, dtype=np.int64))
             served_tok[rows] += n_tok
             en.served[rows] += n_tok
-            done = given & (pre == 0) & (dec == 0)
             en.pp[rows] = 0
             en.pd[rows] = 0
             en.busy[rows] = math.inf
@@ -599,6 +664,7 @@ def run_network_core(model: NetworkModel | Model, horizon_ms: float, replication
             if done.any():
                 rr, cc = np.nonzero(done)
                 rg = rows[rr]
+                en.lat.append((rg, en.ct[rg, cc], ft[rr, cc], t_row[rg], en.dec0[rg, cc]))
                 en.st[rg, cc] = _EMPTY
                 en.kv[rg, cc] = 0
                 en.run[rg, cc] = False
@@ -635,7 +701,8 @@ def run_network_core(model: NetworkModel | Model, horizon_ms: float, replication
                 m = P_[P_[:, 1] == e]
                 engs[e].append(m[:, 0], {"pre": m[:, 2], "dec": m[:, 3], "kv": m[:, 4], "rid": m[:, 5],
                                          "kls": m[:, 6], "inst": m[:, 7], "ctx": m[:, 8], "run": m[:, 9] > 0,
-                                         "st": np.full(m.shape[0], _SENT)})
+                                         "st": np.full(m.shape[0], _SENT), "dec0": m[:, 3],
+                                         "ct": t_row[m[:, 0]], "ft": np.full(m.shape[0], math.nan)})
                 gs = np.zeros(R, dtype=bool)
                 gs[m[:, 0]] = True
                 got_sent[e] = gs
@@ -674,6 +741,15 @@ def run_network_core(model: NetworkModel | Model, horizon_ms: float, replication
         b = np.floor(np.log10(np.maximum(x, 1e-300) / HIST_MIN_MS) * HIST_BINS_PER_DECADE)
         b = np.clip(b, 0, _NB - 1).astype(np.int64)
         np.add.at(hist[:, fi, :], (rr, b), 1)
+    lat = [x for en in engs for x in en.lat]
+    if lat:
+        l_row, l_ct, l_ft, l_end, l_dec = (np.concatenate(x) for x in zip(*lat))
+    else:
+        l_row, l_ct, l_ft, l_end, l_dec = (np.empty(0, dt) for dt in (np.int64, float, float, float, np.int64))
+    multi = l_dec >= 2
+    fst = [x for en in engs for x in en.first]
+    f_row, f_val = ((np.concatenate(x) for x in zip(*fst)) if fst
+                    else (np.empty(0, np.int64), np.empty(0)))
     requests = None
     if record:
         requests = []
@@ -686,13 +762,21 @@ def run_network_core(model: NetworkModel | Model, horizon_ms: float, replication
             requests.append(d)
     return NetworkCoreResult(
         horizon_ms=H, replications=R, seed=seed, engine_names=tuple(engine_names), class_names=tuple(class_names),
-        workflow_names=tuple(f.name for f in flows), grid_ms=grid, backlog_tokens=s_back,
-        requests_in_system=s_req, instances_in_system=s_inst, completions_per_class=comp_cls,
+        workflow_names=tuple(f.name for f in flows), grid_ms=grid, backlog_tokens=s_back[:, :G],
+        requests_in_system=s_req[:, :G], instances_in_system=s_inst[:, :G], completions_per_class=comp_cls,
         instances_arrived=inst_arrived, instances_completed=inst_completed, e2e_sum_ms=e2e_sum, e2e_count=e2e_cnt,
         e2e_hist=hist, e2e_ms=e2e_ms, e2e_row=e2e_row,
         batches=np.stack([en.nb for en in engs], axis=1), tokens_served=np.stack([en.served for en in engs], axis=1),
         tokens_sent=np.stack([en.sent_tok for en in engs], axis=1), end_ms=np.stack([en.end_ms for en in engs], axis=1),
-        requests_created=n_created, steps=steps, wall_s=_time.perf_counter() - t_wall, batch_log=log, requests=requests)
+        requests_created=n_created, final_backlog_tokens=s_back[:, G],
+        mean_requests_in_system=area / H if H > 0 else np.zeros(R), max_requests_in_system=max_req,
+        full_batches=np.stack([en.n_full for en in engs], axis=1),
+        mixed_batches=np.stack([en.n_mixed for en in engs], axis=1),
+        decode_only_batches=np.stack([en.n_dec for en in engs], axis=1),
+        busy_ms=np.stack([en.busy_ms for en in engs], axis=1),
+        ttft_ms=f_val, ttft_row=f_row,
+        tbt_ms=(l_end[multi] - l_ft[multi]) / (l_dec[multi] - 1), tbt_row=l_row[multi],
+        steps=steps, wall_s=_time.perf_counter() - t_wall, batch_log=log, requests=requests)
 
 
 def _boundary(en: _Eng, rows: np.ndarray, t_row: np.ndarray, H: float, B: Any, owed_tok: list, owed_n: list,
@@ -787,6 +871,10 @@ def _boundary(en: _Eng, rows: np.ndarray, t_row: np.ndarray, H: float, B: Any, o
     en.pp[rows], en.pd[rows] = gp, gd
     en.busy[rows] = t + dt
     en.nb[rows] += 1
+    en.n_full[rows] += N == en.b_max
+    en.n_mixed[rows] += (P > 0) & (D > 0)
+    en.n_dec[rows] += (P == 0) & (D > 0)
+    en.busy_ms[rows] += np.minimum(t + dt, H) - t
     if log is not None:
         rid = en.rid[rows]
         for i, r in enumerate(rows.tolist()):

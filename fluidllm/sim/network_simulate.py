@@ -1,10 +1,12 @@
 """``simulate_network``: replicated simulation of a network of LLM agents, summarised like ``simulate``.
 
-Each replication is one run of the reference network simulator
-(:func:`~fluidllm.sim.network_reference.simulate_network_reference`, semantics in its module text)
-from empty over the horizon; replication r uses ``np.random.default_rng([seed, r])`` (as
-:func:`~fluidllm.sim.network_stability.network_stability`), so the numbers depend on the seed and
-the number of replications only, not on ``workers``.
+Each replication is one run from empty over the horizon, of the vectorized network core
+(:mod:`fluidllm.sim.network_core`, all replications together) where it runs the model, else of the
+reference network simulator (:func:`~fluidllm.sim.network_reference.simulate_network_reference`,
+semantics in its module text); the two are equal batch for batch. Replication r uses
+``np.random.default_rng([seed, r])`` (as :func:`~fluidllm.sim.network_stability.network_stability`),
+so the numbers depend on the seed and the number of replications only, not on ``workers`` or on
+the simulator.
 
 Definitions (per replication, then averaged across replications with 95 % Student-t intervals):
 
@@ -34,7 +36,8 @@ import numpy as np
 from ..errors import finite_number, integer, require
 from ..model.network import NetworkModel
 from .network_reference import NetworkReferenceRun, simulate_network_reference
-from .network_stability import network_backlog, network_horizon_ms
+from .network_core import NetworkCoreResult
+from .network_stability import choose_simulator, network_backlog, network_horizon_ms, run_core_blocks
 from .result import mean_interval
 
 __all__ = ["NetworkSimResult", "simulate_network"]
@@ -108,6 +111,37 @@ def _summarise(run: NetworkReferenceRun, H: float, grid: np.ndarray, budgets: di
     return out
 
 
+def _summarise_core(res: NetworkCoreResult, i: int, H: float, budgets: dict[str, int]) -> dict[str, Any]:
+    """Row ``i`` of a core run, as :func:`_summarise` gives it for the same replication's reference run."""
+    out: dict[str, Any] = {}
+    out["jobs_arrived"] = int(res.instances_arrived[i].sum())
+    out["jobs_completed"] = int(res.instances_completed[i].sum())
+    out["throughput"] = out["jobs_completed"] / (H / 1000.0)
+    flows, e2e = {}, []
+    for k, w in enumerate(res.workflow_names):
+        x = res.e2e_ms[w][res.e2e_row[w] == i]
+        e2e.append(x)
+        flows[w] = {"throughput": int(res.instances_completed[i, k]) / (H / 1000.0), "e2e_ms": _stats(x)}
+    out["workflows"] = flows
+    out["e2e_ms"] = _stats(np.concatenate(e2e) if e2e else np.empty(0))
+    out["ttft_ms"] = _stats(res.ttft_ms[res.ttft_row == i])
+    out["tbt_ms"] = _stats(res.tbt_ms[res.tbt_row == i])
+    out["mean_in_system"] = float(res.mean_requests_in_system[i])
+    out["max_in_system"] = int(res.max_requests_in_system[i])
+    out["series_backlog"] = res.backlog_tokens[i].astype(float)
+    out["final_backlog"] = float(res.final_backlog_tokens[i])
+    out["series_in_system"] = res.requests_in_system[i]
+    engines = {}
+    for j, e in enumerate(res.engine_names):
+        n = int(res.batches[i, j])
+        engines[e] = {"batches": n, "full_fraction": res.full_batches[i, j] / n if n else math.nan,
+                      "mixed_fraction": res.mixed_batches[i, j] / n if n else math.nan,
+                      "decode_only_fraction": res.decode_only_batches[i, j] / n if n else math.nan,
+                      "busy_fraction": float(res.busy_ms[i, j]) / H if H else 0.0}
+    out["engines"] = engines
+    return out
+
+
 def _one(job: tuple[NetworkModel, float, int, int, np.ndarray]) -> dict[str, Any]:
     model, H, seed, r, grid = job
     run = simulate_network_reference(model, H, np.random.default_rng([seed, r]))
@@ -132,6 +166,7 @@ class NetworkSimResult:
     load: float
     runs: tuple[dict[str, Any], ...]
     grid_ms: np.ndarray
+    simulator: str = "reference"
 
     def per_replication(self, key: str) -> np.ndarray:
         """Values of a scalar output (``throughput``, ``mean_in_system``, ``final_backlog``...) per replication."""
@@ -156,7 +191,7 @@ class NetworkSimResult:
         d: dict[str, Any] = {
             "network": True, "engines": list(self.engines), "workflows": list(self.workflows),
             "policies": dict(self.policies), "replications": self.replications, "horizon_s": self.horizon_s,
-            "seed": self.seed, "load": self.load,
+            "seed": self.seed, "load": self.load, "simulator": self.simulator,
             "throughput_requests_per_s": self.per_replication("throughput").tolist(),
             "mean_requests_in_system": self.per_replication("mean_in_system").tolist(),
             "max_requests_in_system": [int(r["max_in_system"]) for r in self.runs],
@@ -201,7 +236,7 @@ class NetworkSimResult:
 
         pol = ", ".join(f"{e}:{p}" for e, p in self.policies.items())
         lines = [f"network [{pol}], {self.replications} replications x {self.horizon_s:g} s, load {self.load:g} "
-                 f"(reference network simulator)",
+                 f"({self.simulator} network simulator)",
                  f"  jobs completed      {f(s['throughput_requests_per_s'], ' jobs/s')}",
                  f"  requests in system  {f(s['mean_requests_in_system'])} (time average), max "
                  f"{max(d['max_requests_in_system'])}",
@@ -222,7 +257,8 @@ class NetworkSimResult:
 
 
 def simulate_network(model: NetworkModel, *, replications: int = 8, horizon_s: float | None = None,
-                     seed: int = 0, load: float = 1.0, workers: int = 1, grid_points: int = 200) -> NetworkSimResult:
+                     seed: int = 0, load: float = 1.0, workers: int = 1, grid_points: int = 200,
+                     simulator: str = "auto") -> NetworkSimResult:
     """Simulate ``replications`` independent runs of the network ``model`` at ``load`` × its rates.
 
     Args:
@@ -230,6 +266,8 @@ def simulate_network(model: NetworkModel, *, replications: int = 8, horizon_s: f
             :func:`~fluidllm.sim.network_stability.network_stability` does).
         workers: processes sharing the replications (the numbers do not depend on it).
         grid_points: points of the time series in [0, horizon).
+        simulator: ``auto`` (the vectorized core where it runs the model, else the reference),
+            ``core`` or ``reference`` (:data:`~fluidllm.sim.network_stability.SIMULATORS`).
 
     Raises:
         ModelError: bad arguments (named). NotImplementedError: a policy the reference does not run.
@@ -243,14 +281,21 @@ def simulate_network(model: NetworkModel, *, replications: int = 8, horizon_s: f
     H = (finite_number(horizon_s, "horizon_s", minimum=0, strict=True) * 1000.0 if horizon_s is not None
          else network_horizon_ms(model, load))
     scaled = model.scaled(load)
+    sim = choose_simulator(scaled, simulator)
     grid = H * np.arange(G) / G
-    jobs = [(scaled, H, seed, r, grid) for r in range(R)]
-    if workers > 1 and R > 1:
-        with ProcessPoolExecutor(max_workers=min(workers, R)) as pool:
-            runs = list(pool.map(_one, jobs))
+    budgets = {e: eng.token_budget for e, eng in model.engines.items()}
+    if sim == "core":
+        runs = [_summarise_core(b, i, H, budgets) for b in run_core_blocks(scaled, H, seed, R, G, workers)
+                for i in range(b.replications)]
     else:
-        runs = [_one(j) for j in jobs]
+        jobs = [(scaled, H, seed, r, grid) for r in range(R)]
+        if workers > 1 and R > 1:
+            with ProcessPoolExecutor(max_workers=min(workers, R)) as pool:
+                runs = list(pool.map(_one, jobs))
+        else:
+            runs = [_one(j) for j in jobs]
     names = tuple(model.workflows) + tuple(model.workloads)
     return NetworkSimResult(engines=tuple(model.engines), workflows=names,
                             policies={e: eng.policy.name for e, eng in model.engines.items()}, replications=R,
-                            horizon_s=H / 1000.0, seed=seed, load=load, runs=tuple(runs), grid_ms=grid)
+                            horizon_s=H / 1000.0, seed=seed, load=load, runs=tuple(runs), grid_ms=grid,
+                            simulator=sim)

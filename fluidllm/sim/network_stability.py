@@ -48,12 +48,18 @@ import numpy as np
 
 from ..errors import ModelError, finite_number, integer, require
 from ..model.network import NetworkModel
+from .network_core import NetworkCoreResult, core_unsupported, run_network_core
 from .network_reference import simulate_network_reference
 from .result import _num
 from .verdict import Verdict, backlog_verdict, recommended_horizon_ms
 
 __all__ = ["NetworkStabilityResult", "network_stability", "network_backlog", "network_horizon_ms",
-           "network_offered_tokens_per_s"]
+           "network_offered_tokens_per_s", "SIMULATORS", "choose_simulator", "run_core_blocks"]
+
+#: ``simulator=`` values: ``auto`` runs the vectorized network core (:mod:`fluidllm.sim.network_core`)
+#: where it supports the model and the reference otherwise; ``core`` and ``reference`` force one.
+#: Both give the same numbers for the same seed (the core equals the reference batch for batch).
+SIMULATORS = ("auto", "core", "reference")
 
 GRID_POINTS = 241
 
@@ -105,6 +111,42 @@ def network_backlog(run: Any, times_ms: Any) -> np.ndarray:
     ends_a = ends_a[o]
     served = np.concatenate([[0.0], np.cumsum(np.asarray(toks, dtype=float)[o])])
     return arrived[np.searchsorted(created, t, side="right")] - served[np.searchsorted(ends_a, t, side="right")]
+
+
+def choose_simulator(model: NetworkModel, simulator: str) -> str:
+    """``core`` or ``reference`` for ``simulator`` in :data:`SIMULATORS`.
+
+    Raises:
+        ModelError: an unknown name, or ``core`` for a model it does not run (KV capacity,
+            max-pressure, plug-in policies), with the reason.
+    """
+    require(simulator in SIMULATORS, "simulator", simulator, f"must be one of {list(SIMULATORS)}")
+    if simulator == "reference":
+        return "reference"
+    why = core_unsupported(model)
+    if why is None:
+        return "core"
+    if simulator == "core":
+        raise ModelError("simulator", "core", f"cannot run this model: {why}")
+    return "reference"
+
+
+def _core_block(job: tuple[NetworkModel, float, int, int, int, int]) -> NetworkCoreResult:
+    model, H, seed, r0, n, G = job
+    return run_network_core(model, H, n, seed, grid_points=G, first_replication=r0)
+
+
+def run_core_blocks(model: NetworkModel, horizon_ms: float, seed: int, replications: int, grid_points: int,
+                    workers: int = 1) -> list[NetworkCoreResult]:
+    """Replications 0..R-1 of the vectorized network core in ``workers`` contiguous blocks (one process
+    each when ``workers`` > 1); the blocks in order, whose rows together are replications 0..R-1."""
+    w = max(1, min(workers, replications))
+    cuts = np.linspace(0, replications, w + 1).round().astype(int)
+    jobs = [(model, horizon_ms, seed, int(a), int(b - a), grid_points) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+    if len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=len(jobs)) as pool:
+            return list(pool.map(_core_block, jobs))
+    return [_core_block(j) for j in jobs]
 
 
 def _one(args: tuple[NetworkModel, float, int, int, np.ndarray]) -> np.ndarray:
@@ -166,6 +208,7 @@ class NetworkStabilityResult:
     grid_ms: np.ndarray = field(repr=False)
     backlog: np.ndarray = field(repr=False)
     fluid_note: str = ""
+    simulator: str = "reference"
 
     def to_dict(self) -> dict[str, Any]:
         return {"network": True, "engines": list(self.engines), "policies": dict(self.policies),
@@ -180,6 +223,7 @@ class NetworkStabilityResult:
                 "engine_loads": {k: _num(v) for k, v in self.engine_loads.items()},
                 "reason": self.reason, "test": self.test, "replications": self.replications, "seed": self.seed,
                 "horizon_s": self.horizons_s[-1], "horizons_s": list(self.horizons_s), "diverged": 0,
+                "simulator": self.simulator,
                 "details": self.details.to_dict()}
 
     def line(self) -> str:
@@ -189,21 +233,22 @@ class NetworkStabilityResult:
             f"{self.fluid_slope_tokens_per_s:.4g} ({self.fluid_verdict})")
         pol = ",".join(f"{e}:{p}" for e, p in self.policies.items())
         return (f"network [{pol}] load {self.load:<5g} {self.verdict:<12} slope {self.slope_tokens_per_s:9.4g} "
-                f"tokens/s [{lo:.4g}, {hi:.4g}]  fluid {fl}  ({self.horizons_s[-1]:g} s x {self.replications})")
+                f"tokens/s [{lo:.4g}, {hi:.4g}]  fluid {fl}  ({self.horizons_s[-1]:g} s x {self.replications}, {self.simulator})")
 
 
 def network_stability(model: NetworkModel, *, load: float = 1.0, replications: int = 8,
                       horizon_s: float | None = None, seed: int = 0, workers: int = 1, alpha: float = 0.01,
-                      tolerance: float = 0.02, extensions: int = 1) -> NetworkStabilityResult:
+                      tolerance: float = 0.02, extensions: int = 1, simulator: str = "auto") -> NetworkStabilityResult:
     """Is the network ``model`` stable at ``load`` × its arrival rates?
 
-    ``replications`` runs of the reference network simulator from empty (replication r uses
-    ``np.random.default_rng([seed, r])``, so results do not depend on ``workers``; ``workers`` > 1
-    runs them in that many processes), the network token backlog on a grid of 241 points, and
+    ``replications`` runs from empty (replication r uses ``np.random.default_rng([seed, r])``, so
+    results do not depend on ``workers``; ``workers`` > 1 runs them in that many processes), the
+    network token backlog on the grid ``H * arange(241) / 241``, and
     :func:`~fluidllm.sim.verdict.backlog_verdict` (α, tolerance as in
-    :func:`fluidllm.sim.stability.stability`). INCONCLUSIVE doubles the horizon up to
-    ``extensions`` times (the reference simulator is slow: default once). Default horizon: the
-    module docstring.
+    :func:`fluidllm.sim.stability.stability`). ``simulator`` (:data:`SIMULATORS`): the vectorized
+    network core where it runs the model, else the reference; the same numbers either way.
+    INCONCLUSIVE doubles the horizon up to ``extensions`` times (default once). Default horizon:
+    the module docstring.
 
     Raises:
         ModelError: bad arguments, named; a policy the reference simulator does not run raises
@@ -220,16 +265,21 @@ def network_stability(model: NetworkModel, *, load: float = 1.0, replications: i
     H = (finite_number(horizon_s, "horizon_s", minimum=0, strict=True) * 1000.0 if horizon_s is not None
          else network_horizon_ms(model, load))
     scaled = model.scaled(load)
+    sim = choose_simulator(scaled, simulator)
     horizons: list[float] = []
     for attempt in range(extensions + 1):
-        grid = np.linspace(0.0, H, GRID_POINTS)
-        jobs = [(scaled, H, seed, r, grid) for r in range(R)]
-        if workers > 1:
-            with ProcessPoolExecutor(max_workers=min(workers, R)) as pool:
-                rows = list(pool.map(_one, jobs))
+        grid = H * np.arange(GRID_POINTS) / GRID_POINTS
+        if sim == "core":
+            blocks = run_core_blocks(scaled, H, seed, R, GRID_POINTS, workers)
+            back = np.concatenate([b.backlog_tokens for b in blocks]).astype(float)
         else:
-            rows = [_one(j) for j in jobs]
-        back = np.array(rows, dtype=float)
+            jobs = [(scaled, H, seed, r, grid) for r in range(R)]
+            if workers > 1:
+                with ProcessPoolExecutor(max_workers=min(workers, R)) as pool:
+                    rows = list(pool.map(_one, jobs))
+            else:
+                rows = [_one(j) for j in jobs]
+            back = np.array(rows, dtype=float)
         horizons.append(H / 1000.0)
         v = backlog_verdict(grid, back, offered_tokens_per_s=offered, alpha=alpha, tolerance=tolerance)
         if v.verdict != "INCONCLUSIVE" or attempt == extensions:
@@ -247,4 +297,4 @@ def network_stability(model: NetworkModel, *, load: float = 1.0, replications: i
         fluid_slope_tokens_per_s=fs, fluid_verdict=fv, fluid_growth_rate_tokens_per_s=fg,
         offered_tokens_per_s=offered, engine_loads={k: float(x) for k, x in rho.items()}, reason=v.reason,
         test=v.test, replications=R, seed=seed, horizons_s=tuple(horizons), details=v, grid_ms=grid, backlog=back,
-        fluid_note=note)
+        fluid_note=note, simulator=sim)
