@@ -85,7 +85,8 @@ def test_loguniform_and_duplicate_draws_collapse(folder):
     sp = sweep(folder, 'samples = 50\n[random]\nload = { kind = "loguniform", low = 0.1, high = 10 }\n')
     assert all(0.1 <= p.params["load"] < 10 for p in sp.points)
     # 50 draws from 2 values are at most 2 distinct points: identical configurations are one point
-    sp = sweep(folder, 'samples = 50\n[random]\n"engines.gpu0.policy" = { kind = "choice", values = ["orca", "vllm"] }\n')
+    sp = sweep(folder, 'samples = 50\n[random]\n'
+                       '"engines.gpu0.policy" = { kind = "choice", values = ["orca", "vllm"] }\n')
     assert sorted(p.params["engines.gpu0.policy"] for p in sp.points) == ["orca", "vllm"]
 
 
@@ -132,14 +133,16 @@ def test_a_bad_value_fails_before_any_point_is_computed(folder):
         run_sweep(sp, results=folder / "r", workers=1)
     assert e.value.field == "engines.gpu0.token_budget"
     assert stored_ids(folder / "r") == set()
-    sp = sweep(folder, '[grid]\n"engines.gpu0.token_budgt" = [256]\n')  # a new leaf key: the builder lists the valid ones
+    # a new leaf key is allowed through; the model builder then names it and lists the valid ones
+    sp = sweep(folder, '[grid]\n"engines.gpu0.token_budgt" = [256]\n')
     with pytest.raises(ModelError, match="token_budget"):
         run_sweep(sp, results=folder / "r", workers=1)
 
 
 def test_network_calls_are_addressed_by_id_or_index():
     doc = S.tomllib.loads(Path("examples/networks/dag.toml").read_text())
-    out = S.apply_overrides(doc, {"workflows.agent.calls.act.decode.mean": 7, "workflows.agent.calls.0.prefill.mean": 9})
+    out = S.apply_overrides(doc, {"workflows.agent.calls.act.decode.mean": 7,
+                                  "workflows.agent.calls.0.prefill.mean": 9})
     assert out["workflows"]["agent"]["calls"][1]["decode"]["mean"] == 7
     assert out["workflows"]["agent"]["calls"][0]["prefill"]["mean"] == 9
     assert doc["workflows"]["agent"]["calls"][1]["decode"]["mean"] == 128  # the base is not touched
@@ -158,7 +161,8 @@ def test_point_keys_are_stable_and_follow_every_input(folder, monkeypatch):
     changed = {
         "value": sweep(folder, body.replace("128", "129"), name="a.toml").points[0].point_id,
         "seed": sweep(folder, body, head=HEAD.replace("seed = 1", "seed = 3"), name="b.toml").points[0].point_id,
-        "reps": sweep(folder, body, head=HEAD.replace("replications = 2", "replications = 3"), name="c.toml").points[0].point_id,
+        "reps": sweep(folder, body, head=HEAD.replace("replications = 2", "replications = 3"),
+                      name="c.toml").points[0].point_id,
         "analyses": sweep(folder, body, head=HEAD.replace('["capacity"]', '["capacity", "fluid"]'),
                           name="d.toml").points[0].point_id,
     }

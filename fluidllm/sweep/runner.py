@@ -83,9 +83,24 @@ def _in_process(tasks: dict[str, dict[str, Any]]) -> Iterator[tuple[str, list[di
         yield pid, compute_point(t)
 
 
+def _watch_parent(parent: int) -> None:
+    """Pool worker initializer: exit as soon as the sweep process is gone (killed with SIGKILL, say),
+    instead of computing points nobody will store. The workers' task pipe never reports EOF (each
+    worker holds both of its ends), so they would otherwise outlive the sweep."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="fluidllm-sweep-parent-watch", daemon=True).start()
+
+
 def _pool(tasks: dict[str, dict[str, Any]], workers: int) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     # spawn: the parent may hold threads (tqdm, BLAS) that fork would copy mid-lock
-    ex = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    ex = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_watch_parent, initargs=(os.getpid(),))
     try:
         pending = {ex.submit(compute_point, t): pid for pid, t in tasks.items()}
         while pending:
