@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test venv clean bench
+.PHONY: demo test venv clean bench browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,17 @@ demo: $(STAMP)
 	@echo
 	@$(VENV)/bin/fluidllm paper --out report
 
-test: $(TEST_STAMP)
-	$(PY) -m pytest -q
+# The HTML report's test opens its page in a real headless Chromium (Debian's package).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium for the browser test (apt-get)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
+	  { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "could not install chromium: the browser test will fail; apt-get install -y chromium"; }
+
+# Two pytest processes on the two cores (pytest-xdist); proofs_checks then use both cores themselves.
+test: $(TEST_STAMP) browser
+	$(PY) -m pytest -q -n 2
 	$(PY) -m proofs_checks
 
 $(VENV)/.installed-bench: $(STAMP)
