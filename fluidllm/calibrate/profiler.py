@@ -12,9 +12,11 @@ on one batch = the concatenated prefill tokens of one prompt (prior context 0, a
 ``derived_batch_time_*.csv`` tables) plus one token of each of D decode requests whose context is
 ``kv_context`` tokens each. The three segments of every layer are bracketed by timing marks inside
 the same pass (``torch.cuda.Event`` on CUDA, ``time.perf_counter`` on the CPU, where the ops are
-synchronous), so ``linear_ms`` and ``attention_ms`` are measured, not modelled; ``iteration_ms`` is the
-whole pass between its first and last mark (the segments plus the few microseconds between them).
-Each grid point runs ``warmup`` untimed passes, then ``repeats`` timed ones; the CSV holds the medians.
+synchronous), so ``linear_ms`` and ``attention_ms`` are measured, not modelled; the marks tile the pass,
+so in every pass linear + attention = the whole pass. Each grid point runs ``warmup`` untimed passes,
+then ``repeats`` timed ones; the CSV holds the median of each part and, as the shared tables define it,
+``iteration_ms`` = linear_ms + attention_ms + tp_comm_ms (robust to a preempted pass spoiling one part);
+the median whole pass and its interquartile range are reported beside (``pass_ms``, ``pass_ms_iqr``).
 
 Scaling assumption (``layers`` < ``n_layers``): every layer of a decoder does the same work, so the
 full model's time is ``n_layers / layers`` times the timed layers' time (the embedding, the LM head and
@@ -173,16 +175,22 @@ def default_grid(shape: str) -> str:
 
 @dataclass(frozen=True)
 class ProfileRow:
-    """One grid point's medians (ms, full model after layer scaling) and spread of the iteration."""
+    """One grid point's medians (ms, full model after layer scaling): linear and attention parts, their
+    sum ``iteration_ms``, and the median whole pass ``pass_ms`` with its interquartile range."""
 
     point: GridPoint
     linear_ms: float
     attention_ms: float
-    iteration_ms: float
-    iteration_ms_iqr: float
+    pass_ms: float
+    pass_ms_iqr: float
     kv_cache_gb_per_gpu: float
     attention_source: str
     shared_kv: bool = False
+
+    @property
+    def iteration_ms(self) -> float:
+        """linear_ms + attention_ms (+ tp_comm_ms = 0), as in the shared tables."""
+        return self.linear_ms + self.attention_ms
 
     def csv_row(self) -> dict[str, Any]:
         p = self.point
@@ -233,12 +241,13 @@ class ProfileRun:
         return p
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe summary: settings, rows (CSV columns + ``iteration_ms_iqr``), skipped points."""
+        """JSON-safe summary: settings, rows (CSV columns + ``pass_ms``, ``pass_ms_iqr``), skipped points."""
         return {"shape": self.shape.to_dict(), "layers_timed": self.layers_timed, "layer_scale": self.layer_scale,
                 "device": self.device, "device_name": self.device_name, "dtype": self.dtype,
                 "kv_layout": self.kv_layout, "rope": self.rope, "warmup": self.warmup, "repeats": self.repeats,
                 "torch": self.torch_version, "wall_s": self.wall_s,
-                "rows": [{**r.csv_row(), "iteration_ms_iqr": r.iteration_ms_iqr, "shared_kv": r.shared_kv}
+                "rows": [{**r.csv_row(), "pass_ms": _sig(r.pass_ms), "pass_ms_iqr": _sig(r.pass_ms_iqr),
+                          "shared_kv": r.shared_kv}
                          for r in self.rows],
                 "skipped": [{"scenario": g.scenario, "prefill_tokens": g.prefill_tokens,
                              "decode_tokens": g.decode_tokens, "kv_context": g.kv_context, "why": why}
@@ -248,7 +257,7 @@ class ProfileRun:
     def table(self) -> str:
         """Readable text table of the rows."""
         head = (f"{'scenario':<24} {'P':>5} {'D':>4} {'kv':>5} {'linear ms':>10} {'attn ms':>9} "
-                f"{'iter ms':>9} {'IQR ms':>8} {'KV GB':>7}")
+                f"{'iter ms':>9} {'pass ms':>9} {'IQR ms':>8} {'KV GB':>7}")
         lines = [f"{self.shape.name} ({self.layers_timed} of {self.shape.n_layers} layers timed, "
                  f"x{self.layer_scale:g}) "
                  f"on {self.device_name} [{self.device}], {self.dtype}, {self.kv_layout} KV, "
@@ -256,8 +265,8 @@ class ProfileRun:
         for r in self.rows:
             p = r.point
             lines.append(f"{p.scenario:<24} {p.prefill_tokens:>5} {p.decode_tokens:>4} {p.kv_context:>5} "
-                         f"{r.linear_ms:>10.4g} {r.attention_ms:>9.4g} {r.iteration_ms:>9.4g} "
-                         f"{r.iteration_ms_iqr:>8.3g} {r.kv_cache_gb_per_gpu:>7.3g}")
+                         f"{r.linear_ms:>10.4g} {r.attention_ms:>9.4g} {r.iteration_ms:>9.4g} {r.pass_ms:>9.4g} "
+                         f"{r.pass_ms_iqr:>8.3g} {r.kv_cache_gb_per_gpu:>7.3g}")
         for g, why in self.skipped:
             lines.append(f"skipped {g.scenario} P={g.prefill_tokens} D={g.decode_tokens} kv={g.kv_context}: {why}")
         lines += [f"note: {n}" for n in self.notes]
@@ -565,8 +574,8 @@ def _profile(torch: Any, shp: Shape, points: list[GridPoint], layers: int, devic
             if progress is not None:
                 progress(f"{g.scenario} P={g.prefill_tokens} D={g.decode_tokens} kv={g.kv_context}: "
                          f"{rows[-1].iteration_ms:.4g} ms")
-    notes = ["iteration_ms = whole pass of the timed layers x layer scale; linear_ms and attention_ms are the "
-             "sums of their segments (the rest is the time between segments)",
+    notes = ["linear_ms, attention_ms: medians over passes of the sums of their segments x layer scale; "
+             "iteration_ms = their sum; pass ms = median whole pass",
              "embedding, LM head and sampling are not timed; tp_comm_ms = 0 (one device)"]
     if any(r.shared_kv for r in rows):
         notes.append("some points share one KV cache among the timed layers (max_kv_gb)")
