@@ -37,7 +37,7 @@ from fluidllm.model.io import loads_model
 OUT = Path(os.environ.get("FLUIDLLM_OUT", "notebooks/out"))
 OUT.mkdir(parents=True, exist_ok=True)
 QUICK = os.environ.get("FLUIDLLM_QUICK") == "1"
-N_BOOT = 40 if QUICK else 400
+N_BOOT = 30 if QUICK else 400
 SHARED = Path("../shared/calibration")
 if not SHARED.is_dir():      # run from notebooks/ rather than the repository root
     SHARED = Path("../../shared/calibration")
