@@ -108,11 +108,25 @@ def test_loguniform_and_duplicate_draws_collapse(folder):
     ('[lists]\nload = [0.5, 1]\n"engines.gpu0.token_budget" = [128]\n', "lists", "same length"),
     ('[grid]\nload = [1]\n[lists]\nload = [2]\n', "sweep fields", "only one of"),
     ('colour = 1\n[grid]\nload = [1]\n', "colour", "not a sweep key"),
+    ('[grid]\nload = [1]\n[options.capacity]\nsolver = "x"\n', "options.capacity", "not an analysis with options"),
+    ('[grid]\nload = [1]\n[options.stability]\ntolerance = 0.1\n', "options.stability", "only when analyses"),
 ])
 def test_bad_sweeps_name_the_field(folder, body, field, says):
     with pytest.raises(ModelError) as e:
         sweep(folder, body)
     assert e.value.field == field and says in e.value.allowed
+
+
+def test_stability_options_are_checked_and_keyed(folder):
+    head = HEAD.replace('["capacity"]', '["stability"]')
+    with pytest.raises(ModelError) as e:
+        sweep(folder, "[grid]\nload = [1]\n[options.stability]\nalpha = 1.5\n", head=head)
+    assert e.value.field == "options.stability.alpha"
+    with pytest.raises(ModelError, match="allowed: \\['alpha', 'extensions', 'tolerance'\\]"):
+        sweep(folder, "[grid]\nload = [1]\n[options.stability]\nlevel = 1\n", head=head)
+    a = sweep(folder, "[grid]\nload = [1]\n[options.stability]\ntolerance = 0.05\n", head=head)
+    b = sweep(folder, "[grid]\nload = [1]\n[options.stability]\ntolerance = 0.1\n", head=head, name="b.toml")
+    assert a.options == {"stability": {"tolerance": 0.05}} and a.points[0].point_id != b.points[0].point_id
 
 
 @pytest.mark.parametrize("head, field", [

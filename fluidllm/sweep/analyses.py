@@ -94,11 +94,12 @@ def _simulate(model: Any, load: float, reps: int, horizon_s: float, seed: int) -
     return out
 
 
-def _stability(model: Any, load: float, reps: int, horizon_s: float, seed: int) -> dict[str, Any]:
+def _stability(model: Any, load: float, reps: int, horizon_s: float, seed: int,
+               opts: dict[str, Any]) -> dict[str, Any]:
     import fluidllm
 
     fn = fluidllm.network_stability if _is_network(model) else fluidllm.stability
-    d = fn(model, load=load, replications=reps, horizon_s=horizon_s, seed=seed).to_dict()
+    d = fn(model, load=load, replications=reps, horizon_s=horizon_s, seed=seed, **opts).to_dict()
     lo, hi = d.get("slope_interval") or (None, None)
     return {"out.verdict": d["verdict"], "out.slope_tokens_per_s": _f(d["slope_tokens_per_s"]),
             "out.slope_lo": _f(lo), "out.slope_hi": _f(hi),
@@ -129,7 +130,7 @@ def compute_point(task: dict[str, Any]) -> list[dict[str, Any]]:
     ``fluidllm_version`` (of the process that computed it).
 
     ``task`` holds ``model`` (built), ``load``, ``analyses``, ``replications``, ``horizon_s`` and
-    ``seed`` (this point's).
+    ``seed`` (this point's), and ``options`` (analysis -> keyword arguments).
     """
     import fluidllm
 
@@ -144,7 +145,8 @@ def compute_point(task: dict[str, Any]) -> list[dict[str, Any]]:
             elif a == "simulate":
                 out = _simulate(model, load, task["replications"], task["horizon_s"], task["seed"])
             elif a == "stability":
-                out = _stability(model, load, task["replications"], task["horizon_s"], task["seed"])
+                out = _stability(model, load, task["replications"], task["horizon_s"], task["seed"],
+                                 task.get("options", {}).get("stability", {}))
             else:
                 out = _fluid(model, load)
         except ModelError as e:

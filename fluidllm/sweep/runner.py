@@ -75,7 +75,8 @@ class SweepResult:
 
 def _task(spec: SweepSpec, pt: Point, model: Any) -> dict[str, Any]:
     return {"model": model, "load": pt.load, "analyses": spec.analyses, "replications": spec.replications,
-            "horizon_s": spec.horizon_s, "seed": pt.seed}
+            "horizon_s": spec.horizon_s, "seed": pt.seed,
+            "options": spec.options}
 
 
 def _in_process(tasks: dict[str, dict[str, Any]]) -> Iterator[tuple[str, list[dict[str, Any]]]]:

@@ -9,6 +9,8 @@ made (see ``design.md``)::
     horizon_s = 60                # simulated seconds per replication (simulate, stability)
     seed = 1                      # sweep seed: per-point seeds and random draws derive from it
     samples = 10                  # number of [random] draws (required with [random])
+    [options.stability]           # optional: alpha, tolerance, extensions of fluidllm.stability
+    tolerance = 0.05
     [grid]                        # cartesian product of these lists
     "engines.gpu0.policy" = ["sarathi", "vllm"]
     load = [0.5, 0.9, 1.1]        # multiplies every arrival rate
@@ -49,7 +51,10 @@ __all__ = ["ANALYSES", "Point", "SweepSpec", "load_sweep", "loads_sweep", "apply
            "code_fingerprint", "canonical_json"]
 
 ANALYSES = ("capacity", "simulate", "stability", "fluid")
-_TOP_KEYS = {"model", "analyses", "replications", "horizon_s", "seed", "samples", "grid", "lists", "random"}
+_TOP_KEYS = {"model", "analyses", "replications", "horizon_s", "seed", "samples", "grid", "lists", "random",
+             "options"}
+#: settings an analysis takes from ``[options.NAME]`` (passed to fluidllm.stability / network_stability)
+OPTIONS = {"stability": {"alpha": "number in (0, 1)", "tolerance": "number > 0", "extensions": "integer >= 0"}}
 _RANDOM_KINDS = {"integers": ("low", "high"), "uniform": ("low", "high"), "loguniform": ("low", "high"),
                  "choice": ("values",)}
 
@@ -109,7 +114,8 @@ class SweepSpec:
         path: the sweep file (None for text parsed with :func:`loads_sweep` without a path).
         model_path: the base model file. ``base_doc``: its parsed TOML tables. ``base_hash``: its
             content hash (tables + referenced files' bytes).
-        analyses, replications, horizon_s, seed, samples: as in the file.
+        analyses, replications, horizon_s, seed, samples: as in the file. ``options``: analysis ->
+            keyword arguments from ``[options.NAME]``.
         fields: the swept field paths, in order (grid, lists, random).
         points: the distinct points, in expansion order.
     """
@@ -123,6 +129,7 @@ class SweepSpec:
     horizon_s: float
     seed: int
     samples: int
+    options: dict[str, dict[str, Any]]
     fields: tuple[str, ...]
     points: tuple[Point, ...] = field(repr=False)
 
@@ -137,7 +144,7 @@ class SweepSpec:
         return {"sweep": None if self.path is None else str(self.path), "model": str(self.model_path),
                 "base_hash": self.base_hash, "analyses": list(self.analyses), "replications": self.replications,
                 "horizon_s": self.horizon_s, "seed": self.seed, "samples": self.samples,
-                "fields": list(self.fields), "points_total": len(self.points)}
+                "options": self.options, "fields": list(self.fields), "points_total": len(self.points)}
 
 
 # ------------------------------------------------------------------------------------ overrides
@@ -306,18 +313,45 @@ def _draws(t: Any, samples: int, seed: int) -> dict[str, list[Any]]:
     return out
 
 
+def _options(t: Any, analyses: list[str]) -> dict[str, dict[str, Any]]:
+    if not isinstance(t, dict):
+        raise ModelError("options", t, f"must be a table of [options.NAME] tables, NAME in {sorted(OPTIONS)}")
+    out: dict[str, dict[str, Any]] = {}
+    for a, kw in t.items():
+        if a not in OPTIONS:
+            raise ModelError(f"options.{a}", kw, f"is not an analysis with options; allowed: {sorted(OPTIONS)}")
+        if a not in analyses:
+            raise ModelError(f"options.{a}", kw, f"applies only when analyses include {a!r}")
+        if not isinstance(kw, dict):
+            raise ModelError(f"options.{a}", kw, "must be a table")
+        o: dict[str, Any] = {}
+        for k, v in kw.items():
+            w = f"options.{a}.{k}"
+            if k not in OPTIONS[a]:
+                raise ModelError(w, v, f"is not an option of {a}; allowed: {sorted(OPTIONS[a])}")
+            if k == "extensions":
+                o[k] = integer(v, w, minimum=0)
+            else:
+                o[k] = finite_number(v, w, minimum=0, strict=True)
+                if k == "alpha" and o[k] >= 1:
+                    raise ModelError(w, v, "must be in (0, 1)")
+        out[a] = o
+    return out
+
+
 def point_seed(seed: int, params: Mapping[str, Any]) -> int:
     """The simulation seed of the point with overrides ``params`` under sweep seed ``seed``."""
     return int(_sha(canonical_json({"seed": seed, "params": dict(params)}))[:8], 16)
 
 
 def point_key(params: Mapping[str, Any], base_hash: str, analyses: tuple[str, ...], replications: int,
-              horizon_s: float, seed: int) -> str:
+              horizon_s: float, seed: int, options: Mapping[str, Any] | None = None) -> str:
     """The store key of a point (see the module docstring)."""
     from .. import __version__
 
     return _sha(canonical_json({"params": dict(params), "model": base_hash, "analyses": list(analyses),
                                 "replications": replications, "horizon_s": horizon_s, "seed": seed,
+                                "options": dict(options or {}),
                                 "fluidllm_version": __version__, "code": code_fingerprint()}))
 
 
@@ -353,6 +387,7 @@ def loads_sweep(text: str, base_dir: str | Path = ".", path: str | Path | None =
     replications = integer(doc.get("replications", 8), "replications", minimum=1)
     horizon_s = finite_number(doc.get("horizon_s", 60.0), "horizon_s", minimum=0, strict=True)
     seed = integer(doc.get("seed", 0), "seed", minimum=0)
+    options = _options(doc.get("options", {}), analyses)
     grid = _lists_table(doc.get("grid", {}), "grid")
     lists = _lists_table(doc.get("lists", {}), "lists")
     lens = {len(v) for v in lists.values()}
@@ -387,11 +422,11 @@ def loads_sweep(text: str, base_dir: str | Path = ".", path: str | Path | None =
     for g, li, r in itertools.product(grid_rows, list_rows, rand_rows):
         params = {**g, **li, **r}
         apply_overrides(base_doc, params)  # a bad path fails here, before any model is built
-        pid = point_key(params, base_hash, analyses_t, replications, horizon_s, seed)
+        pid = point_key(params, base_hash, analyses_t, replications, horizon_s, seed, options)
         points.setdefault(pid, Point(params, pid, point_seed(seed, params)))
     return SweepSpec(path=None if path is None else Path(path).resolve(), model_path=model_path, base_doc=base_doc,
                      base_hash=base_hash, analyses=analyses_t, replications=replications, horizon_s=horizon_s,
-                     seed=seed, samples=samples, fields=tuple(names), points=tuple(points.values()))
+                     seed=seed, samples=samples, options=options, fields=tuple(names), points=tuple(points.values()))
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
