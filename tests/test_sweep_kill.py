@@ -2,6 +2,7 @@
 same command started again reuses exactly those points, unchanged, and computes the rest."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -65,8 +66,8 @@ def test_sigkill_mid_sweep_then_resume(tmp_path: Path):
     out = tmp_path / "s.results"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     env.pop("FLUIDLLM_DASK_SCHEDULER", None)
-    proc = subprocess.Popen([sys.executable, "-m", "fluidllm.sweep", str(tmp_path / "s.toml"), "--workers", "2",
-                             "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cmd = [sys.executable, "-m", "fluidllm.sweep", str(tmp_path / "s.toml"), "--workers", "2", "--json"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         while len(stored_ids(out)) < 2 and proc.poll() is None and time.monotonic() < deadline:
@@ -95,9 +96,14 @@ def test_sigkill_mid_sweep_then_resume(tmp_path: Path):
         assert t.column("analysis").to_pylist() == ["simulate", "capacity"]
         assert t.column("out.throughput_requests_per_s").null_count == 1  # the capacity row's
     old = load_results(out, sorted(before))
-    res = run_sweep(spec, workers=1)
-    assert (res.points_reused, res.points_computed, res.points_total) == (len(before), 12 - len(before), 12)
+    # the same command again (worker pool, --json: exactly one JSON object on stdout)
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    res = json.loads(again.stdout)
+    assert (res["points_reused"], res["points_computed"], res["points_total"]) == (len(before), 12 - len(before), 12)
+    assert res["results"] == str(out.resolve())
     assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")]
     assert load_results(out, sorted(before)).equals(old)  # reused, not rewritten
-    assert stored_ids(out) == set(res.point_ids)
-    assert len(load_results(out, res.point_ids)) == 24
+    assert stored_ids(out) == {p.point_id for p in spec.points}
+    assert len(load_results(out, [p.point_id for p in spec.points])) == 24
+    assert run_sweep(spec, workers=1).points_reused == 12
