@@ -287,3 +287,26 @@ def test_load_results_errors(folder):
     assert len(load_results(folder / "empty")) == 0
     with pytest.raises(ModelError, match="not stored"):
         load_results(folder / "empty", ["abc"])
+
+
+def test_network_points_use_the_network_analyses(tmp_path):
+    net = Path("examples/networks/dag.toml").resolve()
+    (tmp_path / "n.toml").write_text(
+        f'model = "{net}"\nanalyses = ["capacity", "fluid", "simulate"]\nreplications = 2\nhorizon_s = 5\nseed = 2\n'
+        '[grid]\n"workflows.agent.calls.act.decode.mean" = [64, 128]\nload = [0.5, 4.0]\n')
+    res = run_sweep(load_sweep(tmp_path / "n.toml"), workers=1)
+    df = load_results(res.results, res.point_ids)
+    assert res.points_failed == 0 and len(df) == 12
+    base = S.tomllib.loads(net.read_text())
+    for pid, g in df.groupby("point_id"):
+        r = g.set_index("analysis")
+        mean = int(r.loc["capacity", "param.workflows.agent.calls.act.decode.mean"])
+        load = r.loc["capacity", "param.load"]
+        m = S.build_model(S.apply_overrides(base, {"workflows.agent.calls.act.decode.mean": mean}), net.parent)
+        c = fluidllm.capacity(m)
+        assert r.loc["capacity", "out.max_scale"] == pytest.approx(c.max_scale / load, rel=1e-9)
+        assert r.loc["capacity", "out.bottleneck"] in c.to_dict()["bottlenecks"]
+        # the fluid model of a DAG under work-conserving rules drains inside the region, grows outside it
+        inside = r.loc["capacity", "out.max_scale"] > 1
+        assert r.loc["fluid", "out.fluid_verdict"] == ("DRAINS" if inside else "DIVERGES")
+        assert r.loc["simulate", "out.mean_requests_in_system"] > 0  # 5 s: few whole jobs finish at load 0.5
