@@ -310,3 +310,13 @@ def test_network_points_use_the_network_analyses(tmp_path):
         inside = r.loc["capacity", "out.max_scale"] > 1
         assert r.loc["fluid", "out.fluid_verdict"] == ("DRAINS" if inside else "DIVERGES")
         assert r.loc["simulate", "out.mean_requests_in_system"] > 0  # 5 s: few whole jobs finish at load 0.5
+
+
+def test_table_values_are_stored_as_canonical_json(folder):
+    sp = sweep(folder, '[grid]\n"engines.gpu0.batch_time" = [{ kind = "constant", c_ms = 100.0 }, '
+                       '{ kind = "affine", c_ms = 10.0, a_ms = 0.1 }]\n')
+    df = load_results(run_sweep(sp, results=folder / "t", workers=1).results, [p.point_id for p in sp.points])
+    bt = [json.loads(v) for v in df["param.engines.gpu0.batch_time"]]
+    assert bt == [{"kind": "constant", "c_ms": 100.0}, {"kind": "affine", "c_ms": 10.0, "a_ms": 0.1}]
+    # constant 100 ms batches of 512 tokens: 5120 tokens/s; affine: max_n n / (10 + 0.1 n) at n = 512
+    assert df["out.max_token_rate_per_s"].tolist() == pytest.approx([5120.0, 512 / (10 + 51.2) * 1000], rel=1e-9)
