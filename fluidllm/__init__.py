@@ -30,3 +30,6 @@ __all__ += ["NetworkSimResult", "simulate_network", "NetworkStabilityResult", "n
 from .capacity.planning import PlanResult, confirm_plan, plan_engines  # noqa: E402
 
 __all__ += ["PlanResult", "plan_engines", "confirm_plan"]
+from .sweep import SweepResult, SweepSpec, load_results, load_sweep, run_sweep  # noqa: E402
+
+__all__ += ["SweepSpec", "SweepResult", "load_sweep", "run_sweep", "load_results"]

@@ -45,7 +45,14 @@ def cmd_capacity(a: argparse.Namespace) -> int:
 
         pc = policy_capacity(m, a.policy, engine=a.engine, replications=a.replications, seed=a.seed)
         d["policy"] = pc.to_dict()
-    _emit(d, a.json, lambda: f"== {a.model}\n" + c.table() + ("" if pc is None else "\n" + pc.line()))
+    iv = None
+    if a.profile_fit:
+        from .calibrate.uncertainty import interval_report, interval_text
+
+        iv = interval_report(a, m)
+        d["interval"] = iv
+    _emit(d, a.json, lambda: f"== {a.model}\n" + c.table() + ("" if pc is None else "\n" + pc.line())
+          + ("" if iv is None else "\n" + interval_text(iv)))
     return 0
 
 
@@ -79,6 +86,13 @@ def cmd_region(a: argparse.Namespace) -> int:
 
 def cmd_calibrate(a: argparse.Namespace) -> int:
     from .calibrate import fit_profile
+
+    if a.measure_profile:
+        from .calibrate.profile_cli import run_profile
+
+        return run_profile(a)
+    if not a.profile:
+        raise ModelError("profile", None, "give a profile CSV to fit, or --profile to measure one")
 
     scen = a.scenario.split(",") if a.scenario else None
     fams = a.family.split(",") if a.family else None
@@ -313,6 +327,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--replications", type=int, default=8, help="replications per load for a simulated boundary")
     s.add_argument("--seed", type=int, default=0, help="seed for a simulated boundary")
     s.add_argument("--json", action="store_true", help="print one JSON object")
+    from .calibrate.uncertainty import add_interval_arguments
+
+    add_interval_arguments(s)
     s.set_defaults(func=cmd_capacity)
 
     s = sub.add_parser("check", help="run the executable checks of the theory (proofs_checks); exit 1 on a failure")
@@ -339,14 +356,17 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_region)
 
     s = sub.add_parser("calibrate", help="fit batch-time families to a GPU profile CSV")
-    s.add_argument("profile", help="profile CSV (tokens_in_batch, iteration_ms, ...)")
+    s.add_argument("profile", nargs="?", help="profile CSV to fit (tokens_in_batch, iteration_ms, ...); omit with --profile")
     s.add_argument("--scenario", help="keep only these scenario rows (comma separated)")
     s.add_argument("--family", help="fit only these families (comma separated)")
     s.add_argument("--max-tokens", type=int, help="keep only rows with tokens_in_batch <= this")
     s.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples for the intervals")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", help="write the chosen model as TOML here")
+    s.add_argument("--out", help="with a CSV: write the chosen model as TOML here; with --profile: the profile CSV")
     s.add_argument("--json", action="store_true")
+    from .calibrate.profile_cli import add_profile_arguments
+
+    add_profile_arguments(s)
     s.set_defaults(func=cmd_calibrate)
 
     s = sub.add_parser("simulate", help="replicated stochastic simulation of one engine or of a network: "
@@ -384,6 +404,9 @@ def _parser() -> argparse.ArgumentParser:
     from .capacity.planning_cli import add_parser as _add_plan
 
     _add_plan(sub)
+    from .sweep.cli import add_parser as _add_sweep
+
+    _add_sweep(sub)
 
     s = sub.add_parser("presets", help="list the shipped batch-time presets with their sources")
     s.add_argument("--json", action="store_true")
