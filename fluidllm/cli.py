@@ -404,9 +404,11 @@ def _parser() -> argparse.ArgumentParser:
     from .capacity.planning_cli import add_parser as _add_plan
 
     _add_plan(sub)
+    from .report.results_cli import add_parser as _add_report
     from .sweep.cli import add_parser as _add_sweep
 
     _add_sweep(sub)
+    _add_report(sub)
 
     s = sub.add_parser("presets", help="list the shipped batch-time presets with their sources")
     s.add_argument("--json", action="store_true")
