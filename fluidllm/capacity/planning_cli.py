@@ -77,15 +77,10 @@ def _compute(args: argparse.Namespace) -> tuple[dict[str, Any], str, int]:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """``fluidllm plan ARGV`` on its own parser: ModelError prints ``error: ...`` and returns 2."""
-    p = argparse.ArgumentParser(prog="fluidllm")
-    add_parser(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(["plan", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args))
-    except ModelError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    """``fluidllm plan ARGV`` (tests, ``python -m``): the ``fluidllm`` command's own parsing and errors."""
+    from ..cli import main as _main
+
+    return _main(["plan", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":  # pragma: no cover

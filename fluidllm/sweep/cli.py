@@ -16,7 +16,6 @@ import sys
 from typing import Any
 
 from .._stdio import json_stdout
-from ..errors import ModelError
 from .runner import ENV_SCHEDULER, run_sweep
 from .spec import load_sweep
 
@@ -59,15 +58,10 @@ def main(args: argparse.Namespace) -> int:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """``fluidllm sweep ARGV`` on its own parser: ModelError prints ``error: ...`` and returns 2."""
-    p = argparse.ArgumentParser(prog="fluidllm")
-    add_parser(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(["sweep", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args))
-    except ModelError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    """``fluidllm sweep ARGV`` (tests, ``python -m``): the ``fluidllm`` command's own parsing and errors."""
+    from ..cli import main as _main
+
+    return _main(["sweep", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":  # pragma: no cover
