@@ -89,3 +89,33 @@ def test_torch_equals_numpy_across_blocks_and_loads() -> None:
     a = F.simulate(m, replications=515, horizon_s=0.3, seed=5, load=loads, grid_points=20)
     b = F.simulate(m, replications=515, horizon_s=0.3, seed=5, load=loads, grid_points=20, backend="torch")
     assert_identical(a, b)
+
+
+def test_torch_path_never_converts_tensors_implicitly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU an implicit ``np.asarray(tensor)`` in the loop would be a hidden device-to-host copy
+    (or an error for CUDA tensors). Every conversion must go through ``Backend.to_numpy``: with
+    ``Tensor.__array__`` raising, the torch run must still finish and equal the NumPy run."""
+    import torch
+
+    from fluidllm.sim import backend as backend_mod
+
+    calls = {"to_numpy": 0}
+    real = backend_mod._TorchBackend.to_numpy
+
+    def counted(self, a):  # type: ignore[no-untyped-def]
+        calls["to_numpy"] += 1
+        return real(self, a)
+
+    def forbidden(self, *a, **k):  # type: ignore[no-untyped-def]
+        raise AssertionError("implicit numpy conversion of a torch tensor")
+
+    m = _model("sarathi", CASES["two-feature-kv"][0], 30.0, 20.0, 12.0)
+    a = F.simulate(m, replications=4, horizon_s=1.0, seed=3, batch_log=True, grid_points=20)
+    monkeypatch.setattr(backend_mod._TorchBackend, "to_numpy", counted)
+    monkeypatch.setattr(torch.Tensor, "__array__", forbidden)
+    with pytest.raises(AssertionError, match="implicit numpy"):
+        np.asarray(torch.zeros(2))                 # the trap is armed
+    b = F.simulate(m, replications=4, horizon_s=1.0, seed=3, batch_log=True, grid_points=20, backend="torch")
+    assert calls["to_numpy"] > 0
+    assert a.batch_log == b.batch_log
+    assert_identical(a, b)
