@@ -12,25 +12,28 @@ __all__ = ["json_stdout"]
 
 @contextlib.contextmanager
 def json_stdout() -> Iterator[None]:
-    """While the body runs, file descriptor 1 points at stderr and ``sys.stdout`` at the real stdout.
+    """While the body runs, file descriptor 1 points at stderr; Python's ``sys.stdout`` still reaches
+    the real stdout.
 
     Native solver libraries (HiGHS 1.16 prints a banner on its first solve) write to fd 1 directly,
-    which would put text before ``--json``'s object; Python code printing through ``sys.stdout`` still
-    reaches the real stdout. Where ``sys.stdout`` is not fd 1 (a test's capture, an embedding host)
-    nothing is changed.
+    which would put text before ``--json``'s object. Where ``sys.stdout`` is fd 1 it is swapped for a
+    writer on a copy of the original fd 1; where it is not (a test's capture, an embedding host) it
+    is left alone and only the native writes move to stderr.
     """
     try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, io.UnsupportedOperation, ValueError):
-        fd = -1
-    if fd != 1:
+        saved = os.dup(1)
+    except OSError:                   # no fd 1 at all: nothing native can write there either
         yield
         return
+    try:
+        py_fd = sys.stdout.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation, ValueError):
+        py_fd = -1
     old = sys.stdout
     old.flush()
-    saved = os.dup(1)
     os.dup2(2, 1)
-    sys.stdout = open(saved, "w", encoding=getattr(old, "encoding", None) or "utf-8", closefd=False)
+    if py_fd == 1:
+        sys.stdout = open(saved, "w", encoding=getattr(old, "encoding", None) or "utf-8", closefd=False)
     try:
         yield
     finally:

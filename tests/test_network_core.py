@@ -4,6 +4,7 @@ per-request tokens), on random small networks and on the examples; per-batch inv
 (fixed seeds, hypothesis derandomised)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fluidllm.errors import ModelError
+from fluidllm.model.arrivals import PoissonArrival
 from fluidllm.model.io import load_model, loads_model
+from fluidllm.model.trace_replay import TraceReplay
+from fluidllm.model.traces import Trace
 from fluidllm.sim.network_core import replication_generator, run_network_core
 from fluidllm.sim.network_reference import simulate_network_reference
 from fluidllm.sim.network_stability import network_backlog
@@ -64,11 +68,13 @@ def networks(draw):  # (copied from test_network_reference, other policies) thre
     return loads_model(doc)
 
 
-def _same_as_reference(model, horizon: float, R: int, seed: int, out=None):
-    out = run_network_core(model, horizon, R, seed, record=True) if out is None else out
+def _same_as_reference(model, horizon: float, R: int, seed: int, out=None, models=None):
+    if out is None:
+        out = run_network_core(model, horizon, R, seed, record=True, replication_models=models)
     runs = []
     for r in range(R):
-        ref = simulate_network_reference(model, horizon, replication_generator(seed, r))
+        ref = simulate_network_reference(model if models is None else models[r], horizon,
+                                         replication_generator(seed, r))
         for ei, e in enumerate(ref.engine_names):
             mine = out.batch_log[r][ei]
             theirs = [(b.start_ms, b.end_ms, b.tokens) for b in ref.batches[e]]
@@ -172,3 +178,47 @@ def test_result_without_record_matches_recorded() -> None:
     assert a.to_dict()["replications"] == 4
     # replications differ from each other (distinct seeds per row)
     assert len({tuple(x) for x in a.backlog_tokens.tolist()}) == 4
+
+
+def _with_inputs(model, arrival, lengths):
+    """``model`` (one workflow of one call) with another arrival process and length law."""
+    (name, wf), = model.workflows.items()
+    call = dataclasses.replace(wf.calls[0], lengths=lengths)
+    return dataclasses.replace(model, workflows={name: dataclasses.replace(wf, arrival=arrival, calls=(call,))})
+
+
+def test_replication_models_each_row_equals_the_reference_on_its_model() -> None:
+    # one trace replayed from a different row per replication, each request with its own lengths
+    # (the use of fluidllm.capacity.planning.confirm_plan), and a plain change of Poisson rate
+    model = load_model(EXAMPLES / "replicas_jsq.toml")
+    rng = np.random.default_rng(5)
+    n = 400
+    tr = Trace(np.cumsum(rng.exponential(20.0, n)), rng.integers(1, 300, n), rng.integers(0, 200, n),
+               source={"name": "synthetic"})
+    models = [_with_inputs(model, rep.arrival(), rep.lengths())
+              for rep in (TraceReplay(tr, 1.5, start=s, cycles=2) for s in (0, 17, 333))]
+    models.append(_with_inputs(model, PoissonArrival(25.0), model.workflows["chat"].calls[0].lengths))
+    out, runs = _same_as_reference(model, 4000.0, 4, 11, models=models)
+    _invariants(model, out, runs)
+    assert len({tuple(x) for x in out.backlog_tokens.tolist()}) == 4
+    # the rows of the first replays get the trace's own lengths in replay order
+    for r, s in enumerate((0, 17, 333)):
+        got = out.requests[r]["prefill"][:5]
+        assert np.array_equal(got, tr.prefill[(np.arange(5) + s) % n])
+
+
+def test_replication_models_must_match_the_model() -> None:
+    model = load_model(EXAMPLES / "replicas_jsq.toml")
+    law = model.workflows["chat"].calls[0].lengths
+    ok = _with_inputs(model, PoissonArrival(30.0), law)
+    with pytest.raises(ModelError, match="one model per replication"):
+        run_network_core(model, 100.0, 2, 0, replication_models=[ok])
+    (name, wf), = model.workflows.items()
+    other_routing = dataclasses.replace(model, workflows={name: dataclasses.replace(
+        wf, calls=(dataclasses.replace(wf.calls[0], routing="round-robin"),))})
+    with pytest.raises(ModelError, match=r"replication_models\[1\].*except for arrival"):
+        run_network_core(model, 100.0, 2, 0, replication_models=[ok, other_routing])
+    slower = dataclasses.replace(model, engines={**model.engines,
+                                                 "g0": dataclasses.replace(model.engines["g0"], token_budget=256)})
+    with pytest.raises(ModelError, match=r"replication_models\[0\]\.engines\.g0"):
+        run_network_core(model, 100.0, 2, 0, replication_models=[slower, ok])

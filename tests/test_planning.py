@@ -1,15 +1,18 @@
 """Trace-driven capacity planning (fluidllm.capacity.planning, fluidllm plan)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import fluidllm as F
-from fluidllm.capacity.planning import (ConfirmResult, confirm_plan, load_engine, plan_engines,
+from fluidllm.capacity.planning import (CONFIRM_CYCLES, ConfirmResult, confirm_plan, load_engine, plan_engines,
                                         replica_set_model)
 from fluidllm.capacity.planning_cli import run
 from fluidllm.errors import ModelError
@@ -18,6 +21,7 @@ from fluidllm.model.batchtime import Staircase
 from fluidllm.model.engine import Engine
 from fluidllm.model.io import loads_model
 from fluidllm.model.lengths import Deterministic, Geometric, Independent
+from fluidllm.model.trace_replay import TraceReplay
 from fluidllm.model.traces import Trace, load_trace
 from fluidllm.model.workload import Workload
 
@@ -174,6 +178,29 @@ def test_confirm_stable_at_k_unstable_at_k_minus_1() -> None:
     json.dumps(c.to_dict(), allow_nan=False)
 
 
+def test_confirm_core_and_reference_give_the_same_rows() -> None:
+    # the trace replays differ per replication (random start rows); the vectorized network core gets
+    # them as replication_models and must give the reference's verdict, slope and interval exactly
+    lam = 0.75 * 2 * MU_TOK_PER_S / 72
+    p = plan_engines(_trace(lam, n=3000), _engine())
+    core = confirm_plan(p, horizon_s=3, replications=3, seed=4, extensions=0, simulator="core", workers=2)
+    ref = confirm_plan(p, horizon_s=3, replications=3, seed=4, extensions=0, simulator="reference")
+    for a, b in ((core.at_k, ref.at_k), (core.at_k_minus_1, ref.at_k_minus_1)):
+        assert a.simulator == "core" and b.simulator == "reference"
+        assert dataclasses.replace(a, simulator="reference") == b
+    assert confirm_plan(p, horizon_s=3, replications=3, seed=4, extensions=0).at_k.simulator == "core"
+
+
+def test_confirm_default_horizon_is_six_replay_cycles() -> None:
+    # each of the backlog test's six windows then covers one whole period of the looped trace
+    lam = 0.75 * 2 * MU_TOK_PER_S / 72
+    p = plan_engines(_trace(lam, n=400), _engine())
+    cycle_s = TraceReplay(p.trace, p.rate_scale).cycle_ms / 1000.0
+    c = confirm_plan(p, replications=3, extensions=0)
+    assert c.at_k.horizon_s == pytest.approx(CONFIRM_CYCLES * cycle_s) and CONFIRM_CYCLES == 6
+    assert c.at_k_minus_1 is not None and c.at_k_minus_1.horizon_s == pytest.approx(6 * cycle_s)
+
+
 def test_confirm_argument_errors() -> None:
     p = plan_engines(_trace(300.0), _engine())
     with pytest.raises(ModelError, match="replications"):
@@ -182,6 +209,10 @@ def test_confirm_argument_errors() -> None:
         confirm_plan(p, horizon_s=0)
     with pytest.raises(ModelError, match="plan"):
         confirm_plan("plan")  # type: ignore[arg-type]
+    with pytest.raises(ModelError, match="simulator"):
+        confirm_plan(p, 1.0, simulator="gpu")
+    with pytest.raises(ModelError, match="workers"):
+        confirm_plan(p, 1.0, workers=0)
 
 
 REQUIRED = {"engines_needed", "engine", "utilisation", "rate_scale", "offered_rate_per_s", "offered_tokens_per_s",
@@ -207,6 +238,27 @@ def test_cli_json_keys(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> Non
     assert d["engines_needed"] == p.engines_needed and d["rate_scale"] == 2.0 and d["utilisation"] == 0.7
     assert run([str(f), "--preset", "codellama-34b-a100", "--token-budget", "256"]) == 0
     assert "plan:" in capfd.readouterr().out
+
+
+def test_cli_confirm_json(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    f, eng = tmp_path / "t.csv", tmp_path / "e.toml"
+    _write_trace(f, _trace(500.0))
+    eng.write_text(f"[engines.g]\n{ENG_TOML}\n")
+    status = run([str(f), "--engine", str(eng), "--confirm", "--horizon-s", "2", "--replications", "3",
+                  "--workers", "2", "--json"])
+    d = json.loads(capfd.readouterr().out)
+    assert status == (0 if d["confirm"]["confirmed"] else 1)
+    assert d["confirm"]["at_k"]["simulator"] == "core" and d["confirm"]["at_k"]["replications"] == 3
+    with pytest.raises(SystemExit):   # argparse: an unknown simulator
+        run([str(f), "--engine", str(eng), "--confirm", "--simulator", "gpu"])
+
+
+def test_cli_json_stdout_is_one_object_in_a_fresh_process() -> None:
+    # a fresh interpreter: HiGHS prints its banner on the process's first solve, straight into fd 1
+    out = subprocess.run([sys.executable, "-m", "fluidllm", "plan", "azure-conv-2023", "--preset",
+                          "codellama-34b-a100", "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["engines_needed"] == 3
 
 
 def test_cli_errors_exit_2(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:

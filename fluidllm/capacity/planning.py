@@ -19,21 +19,25 @@ The LP capacity is the work-conserving bound: Prop. 3 says JSQ over work-conserv
 it. For a policy that is not work-conserving (``fastertransformer``, ``vllm``, a ``chunk_size``
 flag) it is only an upper bound, and the plan says so (``policy_work_conserving``).
 
-:func:`confirm_plan` checks the plan by simulation: the reference network simulator
-(:func:`fluidllm.sim.network_reference.simulate_network_reference`) runs the K-engine replica set
-and the (K − 1)-engine one, replaying the trace at the scaled rate with each request's own lengths
-(:class:`fluidllm.model.trace_replay.TraceReplay`; replication r starts at a random row of the trace,
-so the R paths differ), and the verdict is :func:`fluidllm.sim.verdict.backlog_verdict` on the network
-token backlog (:func:`fluidllm.sim.network_stability.network_backlog`), the test of
-:func:`fluidllm.sim.network_stability.network_stability`. A workload source with a random arrival
-process goes to ``network_stability`` itself. Expected: STABLE at K (load U or less); at K − 1
-UNSTABLE when its load λ/(θ_{K−1} λ) exceeds 1, STABLE when it is only above U.
+:func:`confirm_plan` checks the plan by simulation: the vectorized network core
+(:func:`fluidllm.sim.network_core.run_network_core`, all replications advanced together; the reference
+:func:`fluidllm.sim.network_reference.simulate_network_reference` for engines the core does not run,
+with the same numbers) runs the K-engine replica set and the (K − 1)-engine one, replaying the trace
+at the scaled rate with each request's own lengths (:class:`fluidllm.model.trace_replay.TraceReplay`;
+replication r starts at a random row of the trace, so the R paths differ; the core gets each
+replication's replay as its own model). The verdict is :func:`fluidllm.sim.verdict.backlog_verdict`
+on the network token backlog, the test of :func:`fluidllm.sim.network_stability.network_stability`,
+over six replay cycles by default (:data:`CONFIRM_CYCLES`), so that each of its six windows holds
+one whole period of the looped trace. A workload source with a random arrival process goes to
+``network_stability`` itself. Expected: STABLE at K (load U or less); at K − 1 UNSTABLE when its
+load λ/(θ_{K−1} λ) exceeds 1, STABLE when it is only above U.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -351,6 +355,7 @@ class ConfirmRow:
     replications: int
     starts: tuple[int, ...]
     reason: str
+    simulator: str = "reference"
 
     @property
     def agrees(self) -> bool:
@@ -361,7 +366,8 @@ class ConfirmRow:
                 "agrees": self.agrees, "slope_tokens_per_s": _num(self.slope_tokens_per_s),
                 "slope_interval": [_num(x) for x in self.slope_interval],
                 "offered_tokens_per_s": self.offered_tokens_per_s, "horizon_s": self.horizon_s,
-                "replications": self.replications, "starts": list(self.starts), "reason": self.reason}
+                "replications": self.replications, "starts": list(self.starts), "reason": self.reason,
+                "simulator": self.simulator}
 
 
 @dataclass(frozen=True)
@@ -392,45 +398,64 @@ class ConfirmResult:
             lo, hi = r.slope_interval
             out.append(f"K = {r.engines:<4} load {r.load:7.4f}  expected {r.expected:<8} simulated {r.verdict:<12} "
                        f"slope {r.slope_tokens_per_s:10.4g} tokens/s [{lo:.4g}, {hi:.4g}]  "
-                       f"({r.horizon_s:g} s x {r.replications})")
+                       f"({r.horizon_s:g} s x {r.replications}, {r.simulator})")
         out.append(f"confirmed: {'yes' if self.confirmed else 'NO'} ({self.replay})")
         return "\n".join(out)
 
 
+#: Default ``confirm_plan`` horizon for a trace, in replay cycles. The replay is periodic (the trace looped)
+#: and the backlog test compares six equal windows, so six cycles give each window exactly one whole
+#: period: the trace's own rate swings (bursts, idle stretches) cancel out of every window-to-window
+#: comparison, as they would not in windows covering different parts of the trace.
+CONFIRM_CYCLES = 6
+
+
+def confirm_seed(seed: int, k: int) -> int:
+    """The simulation seed of engine count ``k``: replication r runs with ``default_rng([confirm_seed(seed, k), r])``."""
+    return int(np.random.SeedSequence([int(seed), int(k)]).generate_state(1)[0])
+
+
 def _row_trace(plan: PlanResult, k: int, horizon_ms: float | None, R: int, seed: int, alpha: float,
-               tolerance: float, extensions: int) -> tuple[ConfirmRow, str]:
-    from ..model.trace_replay import replay_for_horizon
-    from ..sim.network_reference import simulate_network_reference
-    from ..sim.network_stability import GRID_POINTS, network_backlog, network_horizon_ms
+               tolerance: float, extensions: int, simulator: str, workers: int) -> tuple[ConfirmRow, str, str]:
+    from ..model.trace_replay import TraceReplay, replay_for_horizon
+    from ..sim.network_stability import GRID_POINTS, _one, choose_simulator, run_core_blocks
     from ..sim.verdict import backlog_verdict
 
     tr = plan.trace
     assert tr is not None
     base = replica_set_model(plan.engine, k, PoissonArrival(plan.offered_rate_per_s), plan.lengths_law, plan.routing)
-    H = horizon_ms if horizon_ms is not None else network_horizon_ms(base)
+    sim = choose_simulator(base, simulator)
+    H = horizon_ms if horizon_ms is not None else CONFIRM_CYCLES * TraceReplay(tr, plan.rate_scale).cycle_ms
     starts = tuple(int(s) for s in np.random.default_rng([seed, k]).integers(0, len(tr), R))
+    sk = confirm_seed(seed, k)
     for attempt in range(extensions + 1):
-        grid = np.linspace(0.0, H, GRID_POINTS)
-        rows = []
-        offered = 0.0
-        for r, s in enumerate(starts):
+        grid = H * np.arange(GRID_POINTS) / GRID_POINTS
+        models, offered = [], 0.0
+        for s in starts:
             rep = replay_for_horizon(tr, plan.rate_scale, H, start=s)
             law = rep.lengths() if plan.lengths["kind"] == "empirical" else plan.lengths_law
-            m = replica_set_model(plan.engine, k, rep.arrival(), law, plan.routing)
-            run = simulate_network_reference(m, H, np.random.default_rng([seed, k, r]))
-            rows.append(network_backlog(run, grid))
+            models.append(replica_set_model(plan.engine, k, rep.arrival(), law, plan.routing))
             offered += rep.rate_per_s * (law.mean_prefill + law.mean_decode) / R
-        v = backlog_verdict(grid, np.array(rows, dtype=float), offered_tokens_per_s=offered, alpha=alpha,
-                            tolerance=tolerance)
+        if sim == "core":
+            blocks = run_core_blocks(models[0], H, sk, R, GRID_POINTS, workers, replication_models=models)
+            back = np.concatenate([b.backlog_tokens for b in blocks]).astype(float)
+        else:
+            jobs = [(m, H, sk, r, grid) for r, m in enumerate(models)]
+            if workers > 1:
+                with ProcessPoolExecutor(max_workers=min(workers, R)) as pool:
+                    back = np.array(list(pool.map(_one, jobs)), dtype=float)
+            else:
+                back = np.array([_one(j) for j in jobs], dtype=float)
+        v = backlog_verdict(grid, back, offered_tokens_per_s=offered, alpha=alpha, tolerance=tolerance)
         if v.verdict != "INCONCLUSIVE" or attempt == extensions:
             break
         H *= 2                        # as network_stability: a longer run, same replays
     return _row(plan, k, v.verdict, v.slope_tokens_per_s, tuple(v.slope_interval), offered, H / 1000.0, R,
-                starts, v.reason), v.test
+                starts, v.reason, sim), v.test, sim
 
 
 def _row(plan: PlanResult, k: int, verdict: str, slope: float, iv: tuple[float, float], offered: float, h_s: float,
-         R: int, starts: tuple[int, ...], reason: str) -> ConfirmRow:
+         R: int, starts: tuple[int, ...], reason: str, simulator: str) -> ConfirmRow:
     th = next(t for kk, t in plan.searched if kk == k) if any(kk == k for kk, _ in plan.searched) else None
     if th is None:
         nc = network_capacity(replica_set_model(plan.engine, k, PoissonArrival(plan.offered_rate_per_s),
@@ -438,25 +463,36 @@ def _row(plan: PlanResult, k: int, verdict: str, slope: float, iv: tuple[float, 
         th = float(nc.max_scale)
     load = math.inf if th == 0 else 1.0 / th
     return ConfirmRow(k, load, "STABLE" if load < 1 else "UNSTABLE", verdict, float(slope),
-                      (float(iv[0]), float(iv[1])), float(offered), float(h_s), R, starts, reason)
+                      (float(iv[0]), float(iv[1])), float(offered), float(h_s), R, starts, reason, simulator)
 
 
-def confirm_plan(plan: PlanResult, horizon_s: float | None = None, replications: int = 4, seed: int = 0, *,
-                 alpha: float = 0.01, tolerance: float = 0.02, extensions: int = 1) -> ConfirmResult:
+def confirm_plan(plan: PlanResult, horizon_s: float | None = None, replications: int = 16, seed: int = 0, *,
+                 alpha: float = 0.01, tolerance: float = 0.02, extensions: int = 1, simulator: str = "auto",
+                 workers: int = 1) -> ConfirmResult:
     """Simulate the plan's replica set at K and at K − 1 engines (module text) and give each a verdict.
 
-    ``horizon_s``: simulated seconds per replication (default: the network stability horizon of
-    :func:`fluidllm.sim.network_stability.network_horizon_ms`, which may cover only part of a long
-    trace; the replay loops the trace when the horizon is longer). ``replications`` ≥ 2;
-    replication r of engine count k replays from row ``default_rng([seed, k]).integers(0, n, R)[r]``.
+    ``horizon_s``: simulated seconds per replication. For a trace the default is
+    :data:`CONFIRM_CYCLES` (6) cycles of the replay (6 × span / rate_scale), so each of the backlog
+    test's six windows covers one whole period of the looped trace; a horizon that is not a multiple
+    of six cycles compares windows holding different parts of the trace. For a workload source the
+    default is :func:`fluidllm.sim.network_stability.network_horizon_ms`. ``replications`` ≥ 2;
+    replication r of engine count k replays from row ``default_rng([seed, k]).integers(0, n, R)[r]``
+    and simulates with ``default_rng([confirm_seed(seed, k), r])``. ``simulator``: ``auto`` (the
+    vectorized network core where it runs the engine, else the reference), ``core`` or
+    ``reference``; both give the same numbers. ``workers`` > 1 splits the replications over that
+    many processes (same numbers).
 
     Raises:
         ModelError: bad arguments (named).
     """
+    from ..sim.network_stability import SIMULATORS, network_stability
+
     require(isinstance(plan, PlanResult), "plan", plan, "must be a PlanResult from plan_engines")
     R = integer(replications, "replications", minimum=2)
     seed = integer(seed, "seed", minimum=0)
     ext = integer(extensions, "extensions", minimum=0)
+    W = integer(workers, "workers", minimum=1)
+    require(simulator in SIMULATORS, "simulator", simulator, f"must be one of {list(SIMULATORS)}")
     H = None if horizon_s is None else finite_number(horizon_s, "horizon_s", minimum=0, strict=True) * 1000.0
     ks = [plan.engines_needed] + ([plan.engines_needed - 1] if plan.engines_needed > 1 else [])
     rows: list[ConfirmRow] = []
@@ -466,19 +502,17 @@ def confirm_plan(plan: PlanResult, horizon_s: float | None = None, replications:
                   if plan.lengths["kind"] == "empirical" else
                   f"trace arrivals at speedup {plan.rate_scale:g}, lengths drawn from the fitted laws")
         for k in ks:
-            row, test = _row_trace(plan, k, H, R, seed, alpha, tolerance, ext)
+            row, test, _ = _row_trace(plan, k, H, R, seed, alpha, tolerance, ext, simulator, W)
             rows.append(row)
     else:
-        from ..sim.network_stability import network_stability
-
         assert plan.workload is not None
         replay = f"workload arrivals ({plan.workload.arrival.kind}) scaled by {plan.rate_scale:g}"
         arrival = plan.workload.arrival.scaled(plan.rate_scale)
         for k in ks:
             m = replica_set_model(plan.engine, k, arrival, plan.lengths_law, plan.routing)
-            s = network_stability(m, replications=R, horizon_s=horizon_s, seed=seed, alpha=alpha, tolerance=tolerance,
-                                  extensions=ext)
+            s = network_stability(m, replications=R, horizon_s=horizon_s, seed=confirm_seed(seed, k), alpha=alpha,
+                                  tolerance=tolerance, extensions=ext, simulator=simulator, workers=W)
             test = s.test
             rows.append(_row(plan, k, s.verdict, s.slope_tokens_per_s, s.slope_interval, s.offered_tokens_per_s,
-                             s.horizons_s[-1], R, (), s.reason))
+                             s.horizons_s[-1], R, (), s.reason, s.simulator))
     return ConfirmResult(rows[0], rows[1] if len(rows) > 1 else None, replay, test, seed)

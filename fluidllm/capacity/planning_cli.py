@@ -39,7 +39,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--routing", default="jsq-tokens", help="jsq-tokens (default) or jsq-requests")
     s.add_argument("--confirm", action="store_true", help="simulate K and K-1 engines replaying the trace")
     s.add_argument("--horizon-s", type=float, help="simulated seconds per replication for --confirm")
-    s.add_argument("--replications", type=int, default=4, help="replications for --confirm (default 4)")
+    s.add_argument("--replications", type=int, default=16, help="replications for --confirm (default 16)")
+    s.add_argument("--simulator", default="auto", choices=("auto", "core", "reference"), help="auto (vectorized network core where it runs), core or "
+                   "reference, for --confirm (default auto)")
+    s.add_argument("--workers", type=int, default=1, help="processes for --confirm's replications (default 1)")
     s.add_argument("--seed", type=int, default=0, help="seed for --confirm (default 0)")
     s.add_argument("--solver", help="cvxpy LP solver (default HIGHS, then CLARABEL)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
@@ -69,7 +72,8 @@ def _compute(args: argparse.Namespace) -> tuple[dict[str, Any], str, int]:
     text = plan.table()
     status = 0
     if args.confirm:
-        c = confirm_plan(plan, args.horizon_s, args.replications, args.seed)
+        c = confirm_plan(plan, args.horizon_s, args.replications, args.seed, simulator=args.simulator,
+                         workers=args.workers)
         out["confirm"] = c.to_dict()
         text += "\n\n" + c.table()
         status = 0 if c.confirmed else 1

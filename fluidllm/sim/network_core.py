@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import math
 import time as _time
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -303,6 +305,7 @@ class _Flow:
     lbuf: list[list[list]] = field(default_factory=list)                  # [row][call] -> [p list, d list, i]
     chunk: list[int] = field(default_factory=list)
     rr: list[list[int]] = field(default_factory=list)
+    laws: list[tuple[Any, ...]] = field(default_factory=list)              # [row] -> each call's length law
 
 
 def _flows(model: NetworkModel, class_index: dict[str, int], eidx: dict[str, int]) -> list[_Flow]:
@@ -339,17 +342,66 @@ def _flows(model: NetworkModel, class_index: dict[str, int], eidx: dict[str, int
     return out
 
 
+def _same_structure(ref: _Flow, other: _Flow) -> bool:
+    """Whether two flows differ at most in their arrival process and their calls' length laws."""
+    if (ref.name, ref.cls, ref.children, ref.join_bit, ref.input_bit, ref.buffered) != \
+            (other.name, other.cls, other.children, other.join_bit, other.input_bit, other.buffered):
+        return False
+    for (e1, rule1, cdf1), (e2, rule2, cdf2) in zip(ref.routing, other.routing):
+        if e1 != e2 or rule1 != rule2 or (cdf1 is None) != (cdf2 is None) or \
+                (cdf1 is not None and not np.array_equal(cdf1, cdf2)):
+            return False
+    return len(ref.calls) == len(other.calls) and all(
+        dataclasses.replace(c2, lengths=c1.lengths) == c1 for c1, c2 in zip(ref.calls, other.calls))
+
+
+def _replication_flows(model: NetworkModel, flows: list[_Flow], models: Sequence[Any], R: int,
+                       class_index: dict[str, int], eidx: dict[str, int]) -> list[list[_Flow]]:
+    """Each replication's flows from ``models`` (validated: ``model`` up to arrivals and length laws)."""
+    require(isinstance(models, Sequence) and not isinstance(models, (str, bytes)), "replication_models",
+            type(models).__name__, "must be a sequence of NetworkModel, one per replication")
+    require(len(models) == R, "replication_models", f"<{len(models)} models>",
+            f"must hold one model per replication ({R})")
+    out = []
+    for i, m in enumerate(models):
+        where = f"replication_models[{i}]"
+        if isinstance(m, Model):
+            m = NetworkModel(m.engines, workloads=m.workloads)
+        require(isinstance(m, NetworkModel), where, type(m).__name__, "must be a NetworkModel (or a Model)")
+        require(list(m.engines) == list(model.engines) and m.class_names == model.class_names, where,
+                f"<engines {list(m.engines)}, classes {list(m.class_names)}>",
+                f"must have the engines {list(model.engines)} and classes {list(model.class_names)} of model")
+        for name, e in m.engines.items():
+            try:
+                same = e is model.engines[name] or bool(e == model.engines[name])
+            except ValueError:                 # an array field: fall back to the printed form
+                same = repr(e) == repr(model.engines[name])
+            require(same, f"{where}.engines.{name}", e, "must equal model's engine of that name")
+        mine = _flows(m, class_index, eidx)
+        ok = len(mine) == len(flows) and all(_same_structure(a, b) for a, b in zip(flows, mine))
+        require(ok, where, "<workflows>", "must equal model's workflows except for arrival processes and "
+                "length laws")
+        out.append(mine)
+    return out
+
+
 # ------------------------------------------------------------------------------------ the run
 
 
 def run_network_core(model: NetworkModel | Model, horizon_ms: float, replications: int, seed: int = 0, *,
-                     grid_points: int = 200, record: bool = False, first_replication: int = 0) -> NetworkCoreResult:
+                     grid_points: int = 200, record: bool = False, first_replication: int = 0,
+                     replication_models: Sequence[NetworkModel | Model] | None = None) -> NetworkCoreResult:
     """Simulate R = ``replications`` replications of ``model`` over [0, ``horizon_ms``) (instances
     arrive in [0, horizon); each engine stops at its first boundary >= horizon), replication r with
     :func:`replication_generator` (seed, r): each equals
     ``simulate_network_reference(model, horizon_ms, np.random.default_rng([seed, r]))`` batch for batch.
     Row i of the result is replication r = ``first_replication`` + i (so blocks of replications run in
     separate processes give the rows of one run).
+
+    ``replication_models``: optionally one model per row, each ``model`` except for its arrival
+    processes and its calls' length laws (e.g. one trace replayed from a different row per
+    replication); row i then equals ``simulate_network_reference(replication_models[i], horizon_ms,
+    np.random.default_rng([seed, first_replication + i]))``.
 
     Raises:
         ModelError: a bad model, horizon, replications, seed or grid; a feature the vectorized network
@@ -377,6 +429,8 @@ def run_network_core(model: NetworkModel | Model, horizon_ms: float, replication
     engs = [_Eng(i, model.engines[e], R, class_index, K) for i, e in enumerate(engine_names)]
     flows = _flows(model, class_index, eidx)
     W = len(flows)
+    per_row = (None if replication_models is None else
+               _replication_flows(model, flows, replication_models, R, class_index, eidx))
     call_index = [{c.id: j for j, c in enumerate(f.calls)} for f in flows]
 
     # Streams and arrivals per replication (the reference's order of spawns and draws).
@@ -392,7 +446,9 @@ def run_network_core(model: NetworkModel | Model, horizon_ms: float, replication
         for k, (f, stream) in enumerate(zip(flows, streams)):
             arr_rng, len_rng = stream.spawn(2)
             decide = stream.spawn(1)[0]
-            t = _arrival_times(_HasArrival(f.arrival), H, arr_rng)  # type: ignore[attr-defined]
+            src = f if per_row is None else per_row[r][k]
+            t = _arrival_times(_HasArrival(src.arrival), H, arr_rng)  # type: ignore[attr-defined]
+            f.laws.append(tuple(c.lengths for c in src.calls))
             n = len(f.calls)
             extra = len_rng.spawn(n - 1) if n > 1 else []
             f.rng.append([len_rng if j == 0 else extra[j - 1] for j in range(n)])
@@ -454,7 +510,7 @@ def run_network_core(model: NetworkModel | Model, horizon_ms: float, replication
     def draw(f: _Flow, r: int, j: int) -> tuple[int, int]:
         b = f.lbuf[r][j]
         if b is None or b[2] >= len(b[0]):
-            p, d = f.calls[j].lengths.sample(f.rng[r][j], f.chunk[r])
+            p, d = f.laws[r][j].sample(f.rng[r][j], f.chunk[r])
             b = [np.asarray(p, np.int64).tolist(), np.asarray(d, np.int64).tolist(), 0]
             f.lbuf[r][j] = b
         i = b[2]

@@ -40,6 +40,7 @@ times up to ρ ≈ 0.9), the time to offer 10⁶ tokens, and 10 s; at most one h
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,18 +132,22 @@ def choose_simulator(model: NetworkModel, simulator: str) -> str:
     return "reference"
 
 
-def _core_block(job: tuple[NetworkModel, float, int, int, int, int]) -> NetworkCoreResult:
-    model, H, seed, r0, n, G = job
-    return run_network_core(model, H, n, seed, grid_points=G, first_replication=r0)
+def _core_block(job: tuple) -> NetworkCoreResult:
+    model, H, seed, r0, n, G, models = job
+    return run_network_core(model, H, n, seed, grid_points=G, first_replication=r0, replication_models=models)
 
 
 def run_core_blocks(model: NetworkModel, horizon_ms: float, seed: int, replications: int, grid_points: int,
-                    workers: int = 1) -> list[NetworkCoreResult]:
+                    workers: int = 1, replication_models: Sequence[NetworkModel] | None = None
+                    ) -> list[NetworkCoreResult]:
     """Replications 0..R-1 of the vectorized network core in ``workers`` contiguous blocks (one process
-    each when ``workers`` > 1); the blocks in order, whose rows together are replications 0..R-1."""
+    each when ``workers`` > 1); the blocks in order, whose rows together are replications 0..R-1.
+    ``replication_models``: one model per replication (see :func:`run_network_core`), split with them."""
     w = max(1, min(workers, replications))
     cuts = np.linspace(0, replications, w + 1).round().astype(int)
-    jobs = [(model, horizon_ms, seed, int(a), int(b - a), grid_points) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+    jobs = [(model, horizon_ms, seed, int(a), int(b - a), grid_points,
+             None if replication_models is None else list(replication_models[a:b]))
+            for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
     if len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=len(jobs)) as pool:
             return list(pool.map(_core_block, jobs))
