@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -416,9 +415,9 @@ def confirm_seed(seed: int, k: int) -> int:
 
 
 def _row_trace(plan: PlanResult, k: int, horizon_ms: float | None, R: int, seed: int, alpha: float,
-               tolerance: float, extensions: int, simulator: str, workers: int) -> tuple[ConfirmRow, str, str]:
+               tolerance: float, extensions: int, simulator: str, workers: int) -> tuple[ConfirmRow, str]:
     from ..model.trace_replay import TraceReplay, replay_for_horizon
-    from ..sim.network_stability import GRID_POINTS, _one, choose_simulator, run_core_blocks
+    from ..sim.network_stability import GRID_POINTS, choose_simulator, run_core_blocks, run_reference_backlogs
     from ..sim.verdict import backlog_verdict
 
     tr = plan.trace
@@ -440,18 +439,13 @@ def _row_trace(plan: PlanResult, k: int, horizon_ms: float | None, R: int, seed:
             blocks = run_core_blocks(models[0], H, sk, R, GRID_POINTS, workers, replication_models=models)
             back = np.concatenate([b.backlog_tokens for b in blocks]).astype(float)
         else:
-            jobs = [(m, H, sk, r, grid) for r, m in enumerate(models)]
-            if workers > 1:
-                with ProcessPoolExecutor(max_workers=min(workers, R)) as pool:
-                    back = np.array(list(pool.map(_one, jobs)), dtype=float)
-            else:
-                back = np.array([_one(j) for j in jobs], dtype=float)
+            back = run_reference_backlogs(models, H, sk, grid, workers)
         v = backlog_verdict(grid, back, offered_tokens_per_s=offered, alpha=alpha, tolerance=tolerance)
         if v.verdict != "INCONCLUSIVE" or attempt == extensions:
             break
         H *= 2                        # as network_stability: a longer run, same replays
     return _row(plan, k, v.verdict, v.slope_tokens_per_s, tuple(v.slope_interval), offered, H / 1000.0, R,
-                starts, v.reason, sim), v.test, sim
+                starts, v.reason, sim), v.test
 
 
 def _row(plan: PlanResult, k: int, verdict: str, slope: float, iv: tuple[float, float], offered: float, h_s: float,
@@ -502,7 +496,7 @@ def confirm_plan(plan: PlanResult, horizon_s: float | None = None, replications:
                   if plan.lengths["kind"] == "empirical" else
                   f"trace arrivals at speedup {plan.rate_scale:g}, lengths drawn from the fitted laws")
         for k in ks:
-            row, test, _ = _row_trace(plan, k, H, R, seed, alpha, tolerance, ext, simulator, W)
+            row, test = _row_trace(plan, k, H, R, seed, alpha, tolerance, ext, simulator, W)
             rows.append(row)
     else:
         assert plan.workload is not None

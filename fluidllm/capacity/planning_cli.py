@@ -15,6 +15,7 @@ from typing import Any
 
 from .._stdio import json_stdout
 from ..errors import ModelError
+from ..sim.network_stability import SIMULATORS
 from .planning import LENGTHS, confirm_plan, plan_engines
 
 __all__ = ["add_parser", "main", "run"]
@@ -40,8 +41,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--confirm", action="store_true", help="simulate K and K-1 engines replaying the trace")
     s.add_argument("--horizon-s", type=float, help="simulated seconds per replication for --confirm")
     s.add_argument("--replications", type=int, default=16, help="replications for --confirm (default 16)")
-    s.add_argument("--simulator", default="auto", choices=("auto", "core", "reference"), help="auto (vectorized network core where it runs), core or "
-                   "reference, for --confirm (default auto)")
+    s.add_argument("--simulator", default="auto", choices=SIMULATORS,
+                   help="auto (vectorized network core where it runs), core or reference, for --confirm")
     s.add_argument("--workers", type=int, default=1, help="processes for --confirm's replications (default 1)")
     s.add_argument("--seed", type=int, default=0, help="seed for --confirm (default 0)")
     s.add_argument("--solver", help="cvxpy LP solver (default HIGHS, then CLARABEL)")

@@ -21,9 +21,9 @@ Not supported (a :class:`~fluidllm.errors.ModelError` says so; use the reference
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time as _time
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any

@@ -55,7 +55,7 @@ from .result import _num
 from .verdict import Verdict, backlog_verdict, recommended_horizon_ms
 
 __all__ = ["NetworkStabilityResult", "network_stability", "network_backlog", "network_horizon_ms",
-           "network_offered_tokens_per_s", "SIMULATORS", "choose_simulator", "run_core_blocks"]
+           "network_offered_tokens_per_s", "SIMULATORS", "choose_simulator", "run_core_blocks", "run_reference_backlogs"]
 
 #: ``simulator=`` values: ``auto`` runs the vectorized network core (:mod:`fluidllm.sim.network_core`)
 #: where it supports the model and the reference otherwise; ``core`` and ``reference`` force one.
@@ -158,6 +158,17 @@ def _one(args: tuple[NetworkModel, float, int, int, np.ndarray]) -> np.ndarray:
     model, H, seed, r, grid = args
     run = simulate_network_reference(model, H, np.random.default_rng([seed, r]))
     return network_backlog(run, grid)
+
+
+def run_reference_backlogs(models: Sequence[NetworkModel], horizon_ms: float, seed: int, grid: np.ndarray,
+                           workers: int = 1) -> np.ndarray:
+    """(R, G) network token backlog of the reference simulator, row r on ``models[r]`` with
+    ``default_rng([seed, r])``, over ``workers`` processes (the same numbers for any count)."""
+    jobs = [(m, horizon_ms, seed, r, grid) for r, m in enumerate(models)]
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+            return np.array(list(pool.map(_one, jobs)), dtype=float)
+    return np.array([_one(j) for j in jobs], dtype=float)
 
 
 def _fluid(model: NetworkModel, load: float, horizon_s: float) -> tuple[str | None, float | None, float | None, str]:
@@ -278,13 +289,7 @@ def network_stability(model: NetworkModel, *, load: float = 1.0, replications: i
             blocks = run_core_blocks(scaled, H, seed, R, GRID_POINTS, workers)
             back = np.concatenate([b.backlog_tokens for b in blocks]).astype(float)
         else:
-            jobs = [(scaled, H, seed, r, grid) for r in range(R)]
-            if workers > 1:
-                with ProcessPoolExecutor(max_workers=min(workers, R)) as pool:
-                    rows = list(pool.map(_one, jobs))
-            else:
-                rows = [_one(j) for j in jobs]
-            back = np.array(rows, dtype=float)
+            back = run_reference_backlogs([scaled] * R, H, seed, grid, workers)
         horizons.append(H / 1000.0)
         v = backlog_verdict(grid, back, offered_tokens_per_s=offered, alpha=alpha, tolerance=tolerance)
         if v.verdict != "INCONCLUSIVE" or attempt == extensions:
