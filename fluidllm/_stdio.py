@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Iterator
 
-__all__ = ["json_stdout"]
+__all__ = ["json_stdout", "silence_solver_banner"]
 
 
 @contextlib.contextmanager
@@ -41,3 +41,34 @@ def json_stdout() -> Iterator[None]:
         sys.stdout = old
         os.dup2(saved, 1)
         os.close(saved)
+
+
+_BANNER_DONE = False
+
+
+def silence_solver_banner() -> None:
+    """Print HiGHS's once-per-process banner into /dev/null now, so that no later solve writes it
+    into a user's output (highspy prints it when the first ``Highs`` object is made, straight to
+    fd 1). Safe to call often; does nothing without highspy."""
+    global _BANNER_DONE
+    if _BANNER_DONE:
+        return
+    _BANNER_DONE = True
+    try:
+        import highspy
+    except ImportError:                # pragma: no cover - highspy is a dependency
+        return
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):      # pragma: no cover - no fd 1
+        highspy.Highs()
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)

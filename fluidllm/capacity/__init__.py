@@ -11,6 +11,7 @@ from typing import Any
 
 import math
 
+from .._stdio import silence_solver_banner
 from ..errors import ModelError
 from ..model.engine import Engine
 from ..model.model import Model
@@ -21,19 +22,23 @@ from .region import TokenRegion, token_region
 from .result import Capacity, EngineCapacity, WorkloadCapacity
 from .symbolic import SymbolicCapacity, symbolic_capacity, symbolic_max_token_rate
 
-__all__ = ["capacity", "engine_capacity", "demand_of", "Capacity", "EngineCapacity", "WorkloadCapacity",
+__all__ = ["capacity", "engine_capacity", "demand_of", "engine_demand", "outer_bound_caps", "Capacity", "EngineCapacity", "WorkloadCapacity",
            "ConfigLP", "Demand", "solve_config_lp", "extreme_configurations", "TokenRate", "max_token_rate",
            "token_rate_curve", "TokenRegion", "token_region", "SymbolicCapacity", "symbolic_capacity",
            "symbolic_max_token_rate"]
 
 _PARAMETRIC = ("constant", "affine", "piecewise-linear", "staircase")
 
+silence_solver_banner()   # HiGHS prints a banner into fd 1 on its first use: never into a user's output
 
-def demand_of(workloads: list[Workload], *, per_request: bool = False, kv: bool = True) -> Demand:
+
+def demand_of(workloads: list[Workload], *, per_request: bool = False, kv: bool = True,
+              resident_budget: int | None = None) -> Demand:
     """The LP demand of ``workloads`` at their current rates (or at 1 request/s each if
     ``per_request``): prefill and decode tokens/ms, requests/ms, KV token-batches/ms, mean
-    decode KV context κ (tokens)."""
-    lp = ld = lr = lg = ctx = 0.0
+    decode KV context κ (tokens), and (with ``resident_budget`` = the engine's token budget b)
+    resident slot-batches/ms λ E[⌈v_p/b⌉ + v_d] for a resident cap."""
+    lp = ld = lr = lg = ctx = lres = 0.0
     for w in workloads:
         lam = (1.0 if per_request else w.arrival.rate_per_s) / 1000.0
         L = w.lengths
@@ -42,8 +47,31 @@ def demand_of(workloads: list[Workload], *, per_request: bool = False, kv: bool 
         lr += lam
         if kv:
             lg += lam * L.mean_kv_token_batches
+        if resident_budget is not None and lam > 0:
+            lres += lam * L.mean_resident_batches(resident_budget)
         ctx += lam * L.mean_decode * L.mean_decode_context
-    return Demand(lp, ld, lr, lg, ctx / ld if ld > 0 else 0.0)
+    return Demand(lp, ld, lr, lg, ctx / ld if ld > 0 else 0.0, lres)
+
+
+def engine_demand(engine: Engine, workloads: list[Workload], *, per_request: bool = False) -> Demand:
+    """:func:`demand_of` with the rows ``engine`` needs (KV memory, resident cap)."""
+    return demand_of(workloads, per_request=per_request, kv=engine.kv_capacity_tokens is not None,
+                     resident_budget=engine.token_budget if engine.max_resident_requests is not None else None)
+
+
+def outer_bound_caps(engine: Engine) -> tuple[str, ...]:
+    """The limits for which the work-conserving LP is only an upper bound (each with why)."""
+    out = []
+    if engine.max_batch_requests is not None:
+        out.append("max_batch_requests (k_max: work-conserving policies can be unstable inside the region, "
+                   "Li-Dai-Peng v3 Thm 10)")
+    if engine.max_resident_requests is not None:
+        out.append("max_resident_requests (Little's-law row over each request's shortest residence)")
+    if engine.kv_capacity_tokens is not None:
+        out.append("kv_capacity_tokens (memory row over each request's shortest life; preemption not counted)")
+    if not engine.batch_time.tokens_only:
+        out.append("batch_time (depends on the batch mix: a work-conserving policy's own mix may be slower)")
+    return tuple(out)
 
 
 def _binding(engine: Engine, lp: ConfigLP, dem: Demand) -> tuple[str, tuple[str, ...]]:
@@ -53,7 +81,10 @@ def _binding(engine: Engine, lp: ConfigLP, dem: Demand) -> tuple[str, tuple[str,
     if engine.kv_capacity_tokens is not None and (
             lp.duals.get("kv_memory", 0.0) > 1e-9 or any(c["decode_tokens"] == dcap for c in sup)):
         found.append("kv_memory")
-    K = engine.max_batch_requests
+    K, R = engine.max_batch_requests, engine.max_resident_requests
+    touched = [c["decode_tokens"] + c.get("prefill_requests", int(c["prefill_tokens"] > 0)) for c in sup]
+    if R is not None and (lp.duals.get("resident_requests", 0.0) > 1e-9 or any(n >= R for n in touched)):
+        found.append("resident_requests")
     if K is not None and any(c["decode_tokens"] + (c["prefill_tokens"] > 0) >= K for c in sup):
         found.append("batch_requests")
     if any(c["prefill_tokens"] + c["decode_tokens"] == engine.token_budget for c in sup):
@@ -69,13 +100,30 @@ def engine_capacity(engine: Engine, workloads: list[Workload], *, solver: str | 
     Raises:
         ModelError: LP solver failure.
     """
-    dem = demand_of(workloads, kv=engine.kv_capacity_tokens is not None)
+    dem = engine_demand(engine, workloads)
     if engine.batch_time.tokens_only and engine.kv_capacity_tokens is None:
         rate = max_token_rate(engine.batch_time, engine.token_budget)
     else:
         rate = max_token_rate_mixed(engine, dem.decode_context)
     lp = solve_config_lp(engine, dem, solver=solver)
+    wlp = solve_config_lp(engine, dem, solver=solver, columns="work-conserving")
     binding, allb = _binding(engine, lp, dem) if lp.fractions.size else ("none", ())
+    caps = outer_bound_caps(engine)
+    exact = not caps
+    if wlp.configurations.size:
+        n_w = wlp.configurations[:, 0] + wlp.configurations[:, 1]
+        wc_rate = float((n_w / wlp.batch_ms).max()) * 1000.0
+    else:
+        wc_rate = 0.0
+    # a work-conserving policy reaches μ* only with its budget at the maximiser (tokens-only, no caps)
+    recommend = None
+    if exact and wc_rate < rate.tokens_per_s * (1 - 1e-9) and rate.argmax_tokens < engine.token_budget:
+        recommend = int(rate.argmax_tokens)
+    if engine.policy.work_conserving:
+        pol_scale: float | None = wlp.max_scale
+        pol_method = "analytic" if exact else "upper bound"
+    else:
+        pol_scale, pol_method = None, "simulated only (fluidllm capacity --policy)"
     sym = None
     if engine.batch_time.kind in _PARAMETRIC:
         sym = symbolic_capacity(engine, workloads)
@@ -85,7 +133,10 @@ def engine_capacity(engine: Engine, workloads: list[Workload], *, solver: str | 
         work_conserving=engine.policy.work_conserving, max_token_rate_per_s=rate.tokens_per_s,
         argmax_batch_tokens=rate.argmax_tokens, argmax_batch_ms=rate.batch_ms,
         offered_tokens_per_s=dem.tokens_per_ms * 1000.0, max_scale=lp.max_scale, binding=binding,
-        binding_all=allb, duals=lp.duals, support=tuple(lp.support()), symbolic=sym, lp=lp)
+        binding_all=allb, duals=lp.duals, support=tuple(lp.support()),
+        work_conserving_max_scale=wlp.max_scale, work_conserving_token_rate_per_s=wc_rate,
+        work_conserving_exact=exact, outer_bound_caps=caps, recommended_token_budget=recommend,
+        policy_max_scale=pol_scale, policy_method=pol_method, symbolic=sym, lp=lp, work_conserving_lp=wlp)
 
 
 def capacity(model: Model | Any, *, solver: str | None = None) -> Capacity | Any:
@@ -120,10 +171,9 @@ def capacity(model: Model | Any, *, solver: str | None = None) -> Capacity | Any
             mr: float | None = w.rate_per_s * ec.max_scale
         else:
             e = model.engines[w.engine]  # type: ignore[index]
-            kv = e.kv_capacity_tokens is not None
             others = [o for o in model.workloads_on(e.name) if o.name != name]
-            lp = solve_config_lp(e, demand_of([w], per_request=True, kv=kv), solver=solver,
-                                 base=demand_of(others, kv=kv))
+            lp = solve_config_lp(e, engine_demand(e, [w], per_request=True), solver=solver,
+                                 base=engine_demand(e, others))
             mr = lp.max_scale if lp.max_scale >= 0 else None
         workloads[name] = WorkloadCapacity(name, w.engine, w.rate_per_s, mr,  # type: ignore[arg-type]
                                            w.lengths.mean_prefill, w.lengths.mean_decode)

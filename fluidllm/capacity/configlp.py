@@ -12,6 +12,13 @@ a fraction x_c of time in configuration c. A demand (per unit of scale s) of λ_
     M · Σ_c x_c / t_c ≥ s λ_g                  (kv_memory: occupancy summed over batches ≤ M per batch)
     Σ_c x_c ≤ 1,  x ≥ 0                        (time)
 
+With a resident cap R (``max_resident_requests``, vLLM's ``max_num_seqs``) a batch touches at most
+R requests (d + q ≤ R, like k_max) and, by Little's law over batches, the residents' slots must
+hold every request for its shortest life, ⌈v_p / b_max⌉ + v_d batches (prefill in budget-sized
+pieces, then one decode token per batch starting the batch after):
+
+    R · Σ_c x_c / t_c ≥ s λ_res                (resident_requests; λ_res = λ E[⌈v_p/b_max⌉ + v_d] per ms)
+
 and, with memory M, every column must fit at the instant it runs: its d decoding requests hold about
 d·(κ + 1) KV tokens, so d ≤ ⌊M / (κ + 1)⌋ (the ``kv_memory`` column cap). The row alone is not
 enough: it counts occupancy per batch served, so it could be met by adding short prefill-only
@@ -20,7 +27,23 @@ batches while the decoders sit in memory; the cap closes that gap.
 and the LP maximises s. s* > 1 means the current rates lie strictly inside the fluid region
 (Li, Dai, Peng arXiv 2504.07347 Thm 2 and §6 Thm 10 for k_max; the memory row is the linear form
 of Nie, Si, Zhou arXiv 2605.04595 and Ao et al. arXiv 2504.11320). It is an outer bound: the memory
-row uses each request's shortest life, and chunking at batch boundaries is assumed free.
+row uses each request's shortest life, and chunking at batch boundaries is assumed free; the
+resident row likewise (it is exact for a request's batch count only when no request waits for a
+slot while a resident one idles).
+
+Two column sets (``columns``):
+
+* ``"any"`` — every feasible configuration: the best ANY policy could do (Theorem 2(a): the
+  region; its token rate is μ* = max_n n/t(n), attained at the n that maximises it).
+* ``"work-conserving"`` — only the configurations a work-conserving policy can run while work is
+  backlogged: full batches (n = b_max) or, with a cap on requests per batch (k_max or R), batches
+  that touch the cap's number of requests (d + q = min(k_max, R)). Under backlog a work-conserving
+  policy runs nothing else (eqs. 8–9), so this LP bounds every work-conserving policy; for a
+  token-count batch time with no k_max, resident or KV cap it is exact (Theorem 2(b): every
+  work-conserving policy is stable below it): the token rate is b_max/t(b_max), which is BELOW μ*
+  when n/t(n) peaks before the budget (a piecewise-linear knee b0 < b_max, a staircase with
+  b0 ∤ b_max). With a KV cap, memory-limited batches of any size can occur under backlog, so all
+  columns are kept and the bound is the "any" one.
 
 Columns: for a token-count batch time the value of a column is linear in p along each n, so only
 the extreme splits are enumerated (≤ 3 per n). For the two-feature model the LP is solved by
@@ -36,7 +59,11 @@ import numpy as np
 from ..errors import ModelError
 from ..model.engine import Engine
 
-__all__ = ["Demand", "ConfigLP", "solve_config_lp", "extreme_configurations"]
+__all__ = ["Demand", "ConfigLP", "solve_config_lp", "extreme_configurations", "touch_cap",
+           "work_conserving_mask", "COLUMN_SETS"]
+
+#: the column sets of :func:`solve_config_lp` (module docstring).
+COLUMN_SETS = ("any", "work-conserving")
 
 _TOL = 1e-7
 
@@ -50,6 +77,7 @@ class Demand:
     requests_per_ms: float
     kv_token_batches_per_ms: float = 0.0
     decode_context: float = 0.0
+    resident_batches_per_ms: float = 0.0
 
     @property
     def tokens_per_ms(self) -> float:
@@ -96,6 +124,28 @@ class ConfigLP:
         return sorted(out, key=lambda c: -c["time_fraction"])
 
 
+def touch_cap(engine: Engine) -> int | None:
+    """Most requests one batch may give tokens to: min(k_max, R) of ``max_batch_requests`` and
+    ``max_resident_requests`` (None: neither is set). A batch only serves resident requests, so the
+    resident cap bounds it like k_max does."""
+    caps = [c for c in (engine.max_batch_requests, engine.max_resident_requests) if c is not None]
+    return min(caps) if caps else None
+
+
+def work_conserving_mask(engine: Engine, cfg: np.ndarray) -> np.ndarray:
+    """Which (p, d, q) columns a work-conserving policy may run while work is backlogged: full
+    batches, or batches touching the per-batch request cap; every column with a KV cap (module
+    docstring, ``columns="work-conserving"``)."""
+    p, d, q = cfg[:, 0], cfg[:, 1], cfg[:, 2]
+    ok = (p + d) == engine.token_budget
+    cap = touch_cap(engine)
+    if cap is not None:
+        ok = ok | (d + q >= cap)
+    if engine.kv_capacity_tokens is not None:
+        ok = np.ones_like(ok, dtype=bool)
+    return ok
+
+
 def _q_max(p: np.ndarray, d: np.ndarray, k_max: int | None) -> np.ndarray:
     """Most prefill requests a (p, d) batch may hold (more slots cost nothing in the LP)."""
     q = p.copy()
@@ -125,7 +175,7 @@ def extreme_configurations(engine: Engine, decode_context: float = 0.0) -> np.nd
     prefill-only split, the decode-only split (n within k_max and the memory cap) and the mixed
     split with the most decodes allowed beside one prefill request (d = k_max − 1: vertex C of
     Theorem 10; or the memory cap)."""
-    b, K = engine.token_budget, engine.max_batch_requests
+    b, K = engine.token_budget, touch_cap(engine)
     dcap = decode_cap(engine, decode_context)
     n = np.arange(1, b + 1)
     caps = [c for c in (K, dcap) if c is not None]
@@ -165,6 +215,9 @@ def _solve(engine: Engine, dem: Demand, cfg: np.ndarray, t: np.ndarray, solver: 
     if engine.kv_capacity_tokens is not None:
         rows["kv_memory"] = (engine.kv_capacity_tokens * inv_t, base.kv_token_batches_per_ms,
                              dem.kv_token_batches_per_ms)
+    if engine.max_resident_requests is not None:
+        rows["resident_requests"] = (engine.max_resident_requests * inv_t, base.resident_batches_per_ms,
+                                     dem.resident_batches_per_ms)
     cons = {name: (a @ x >= b0 + s * rhs) for name, (a, b0, rhs) in rows.items()}
     cons["time"] = cp.sum(x) <= 1
     prob = cp.Problem(cp.Maximize(s), list(cons.values()))
@@ -186,42 +239,50 @@ def _solve(engine: Engine, dem: Demand, cfg: np.ndarray, t: np.ndarray, solver: 
 
 
 def solve_config_lp(engine: Engine, demand: Demand, *, solver: str | None = None,
-                    max_rounds: int = 200, base: Demand | None = None) -> ConfigLP:
+                    max_rounds: int = 200, base: Demand | None = None, columns: str = "any") -> ConfigLP:
     """Maximise the scale s of ``demand`` that ``engine`` sustains (see module docstring); with
     ``base``, the demand is ``base + s·demand`` (``base`` fixed, e.g. the other classes' rates).
+    ``columns``: ``"any"`` (the best any policy could do) or ``"work-conserving"`` (what a
+    work-conserving policy can do under backlog; module docstring).
 
     Raises:
-        ModelError: a solver failure (status and messages named), or column generation that does
-            not converge within ``max_rounds``.
+        ModelError: an unknown ``columns``; a solver failure (status and messages named), or column
+            generation that does not converge within ``max_rounds``.
     """
-    K = engine.max_batch_requests
+    if columns not in COLUMN_SETS:
+        raise ModelError("columns", columns, f"must be one of {list(COLUMN_SETS)}")
     if demand.is_zero:
         empty = np.zeros((0, 3), dtype=np.int64)
         return ConfigLP(float("inf"), "zero demand", "none", empty, np.zeros(0), np.zeros(0), {}, 0)
     # Solve for a direction of unit size so that s* is O(capacity / |direction|) ~ 1 whatever the
     # rates' magnitude (solver tolerances are absolute); rescale s and the duals after.
     f = max(demand.prefill_tokens_per_ms, demand.decode_tokens_per_ms, demand.requests_per_ms,
-            demand.kv_token_batches_per_ms / max(1.0, float(engine.kv_capacity_tokens or 1)))
+            demand.kv_token_batches_per_ms / max(1.0, float(engine.kv_capacity_tokens or 1)),
+            demand.resident_batches_per_ms / max(1.0, float(engine.max_resident_requests or 1)))
     unit = Demand(demand.prefill_tokens_per_ms / f, demand.decode_tokens_per_ms / f, demand.requests_per_ms / f,
-                  demand.kv_token_batches_per_ms / f, demand.decode_context)
-    res = _solve_unit(engine, unit, solver=solver, max_rounds=max_rounds, base=base)
+                  demand.kv_token_batches_per_ms / f, demand.decode_context, demand.resident_batches_per_ms / f)
+    res = _solve_unit(engine, unit, solver=solver, max_rounds=max_rounds, base=base, columns=columns)
     return ConfigLP(res.max_scale / f, res.status, res.solver, res.configurations, res.batch_ms, res.fractions,
                     res.duals, res.columns_priced, res.problem)
 
 
+def _columns_of(engine: Engine, cfg: np.ndarray, columns: str) -> np.ndarray:
+    return cfg if columns == "any" else cfg[work_conserving_mask(engine, cfg)]
+
+
 def _solve_unit(engine: Engine, demand: Demand, *, solver: str | None, max_rounds: int,
-                base: Demand | None) -> ConfigLP:
-    K = engine.max_batch_requests
+                base: Demand | None, columns: str = "any") -> ConfigLP:
+    K = touch_cap(engine)
     dcap = decode_cap(engine, demand.decode_context)
     if engine.batch_time.tokens_only:
-        cfg = extreme_configurations(engine, demand.decode_context)
+        cfg = _columns_of(engine, extreme_configurations(engine, demand.decode_context), columns)
         t = _times(engine, cfg, demand.decode_context)
         prob, name, s, x, duals = _solve(engine, demand, cfg, t, solver, base)
         return ConfigLP(s, prob.status, name, cfg, t, x, duals, cfg.shape[0], prob)
     # Column generation: start from the token-count extremes, then add the most improving
     # configuration found by pricing every (p, d) exactly, until none has positive reduced cost.
     b = engine.token_budget
-    cfg = extreme_configurations(engine, demand.decode_context)
+    cfg = _columns_of(engine, extreme_configurations(engine, demand.decode_context), columns)
     priced = 0
     for _ in range(max_rounds):
         t = _times(engine, cfg, demand.decode_context)
@@ -237,9 +298,15 @@ def _solve_unit(engine: Engine, demand: Demand, *, solver: str | None, max_round
                 continue
             P, D = P[ok], D[ok]
             Q = _q_max(P, D, K)
+            if columns != "any":
+                keep = work_conserving_mask(engine, np.column_stack([P, D, Q]))
+                P, D, Q = P[keep], D[keep], Q[keep]
+                if not P.size:
+                    continue
             tt = np.asarray(engine.batch_time.batch_ms(P, D, D * demand.decode_context), dtype=float)
             gain = (duals["prefill_tokens"] * P + duals["decode_tokens"] * D + duals["prefill_requests"] * Q
-                    + duals.get("kv_memory", 0.0) * (engine.kv_capacity_tokens or 0)) / tt - y0
+                    + duals.get("kv_memory", 0.0) * (engine.kv_capacity_tokens or 0)
+                    + duals.get("resident_requests", 0.0) * (engine.max_resident_requests or 0)) / tt - y0
             priced += P.size
             i = int(np.argmax(gain))
             if gain[i] > best_val:

@@ -59,8 +59,9 @@ import scipy.sparse as sp
 from ..errors import ModelError, require
 from ..model.classes import ClassNetwork
 from ..model.engine import Engine
-from .configlp import ConfigLP, Demand, _feasible, _q_max, _times, decode_cap, extreme_configurations
-from .rate import max_token_rate, max_token_rate_mixed
+from .configlp import (COLUMN_SETS, ConfigLP, Demand, _feasible, _q_max, _times, decode_cap, extreme_configurations,
+                       touch_cap, work_conserving_mask)
+from .rate import TokenRate, max_token_rate, max_token_rate_mixed
 
 __all__ = ["NetworkCapacity", "NetworkEngineCapacity", "NetworkRegion", "network_capacity",
            "network_region_halfspaces", "region_vertices", "SPLITS"]
@@ -154,11 +155,13 @@ class _EngineCols:
 _COL_CACHE: dict[Any, _EngineCols] = {}
 
 
-def _columns(engine: Engine, kappa: float) -> _EngineCols:
-    """Pareto-maximal extreme configurations of ``engine`` (exact for token-count batch times)."""
+def _columns(engine: Engine, kappa: float, columns: str = "any") -> _EngineCols:
+    """Pareto-maximal extreme configurations of ``engine`` (exact for token-count batch times);
+    ``columns="work-conserving"`` keeps only those a work-conserving policy runs under backlog
+    (:func:`.configlp.work_conserving_mask`)."""
     key = None
     try:
-        key = (engine.token_budget, engine.max_batch_requests, engine.kv_capacity_tokens, engine.batch_time,
+        key = (columns, engine.token_budget, engine.max_batch_requests, engine.max_resident_requests, engine.kv_capacity_tokens, engine.batch_time,
                round(kappa, 9) if (engine.kv_capacity_tokens is not None or not engine.batch_time.tokens_only) else 0)
         hash(key)
     except TypeError:
@@ -166,6 +169,8 @@ def _columns(engine: Engine, kappa: float) -> _EngineCols:
     if key is not None and key in _COL_CACHE:
         return _COL_CACHE[key]
     cfg = extreme_configurations(engine, kappa)
+    if columns != "any":
+        cfg = cfg[work_conserving_mask(engine, cfg)]
     t = _times(engine, cfg, kappa)
     R = cfg / t[:, None]
     if engine.kv_capacity_tokens is not None:
@@ -216,7 +221,7 @@ def _engine_kappa(cn: ClassNetwork, lam: np.ndarray, shares, kappa_k: np.ndarray
 
 
 def _build(cn: ClassNetwork, weight: np.ndarray, split: str, kv_moments, extra_cols=None,
-           decode_context: Mapping[str, float] | None = None) -> _LPData:
+           decode_context: Mapping[str, float] | None = None, columns: str = "any") -> _LPData:
     """``weight``: per-class visit weights used for each engine's κ (the direction's visit rates);
     ``decode_context``: engine → κ, overriding that."""
     shares = _shares(cn, split)
@@ -227,7 +232,7 @@ def _build(cn: ClassNetwork, weight: np.ndarray, split: str, kv_moments, extra_c
     for e, v in dict(decode_context or {}).items():
         require(e in cn.engines, "decode_context", e, f"must name engines of the network {sorted(cn.engines)}")
         kap_e[e] = float(v)
-    cols = [_columns(cn.engines[e], kap_e[e]) for e in names]
+    cols = [_columns(cn.engines[e], kap_e[e], columns) for e in names]
     if extra_cols:
         for j, extra in extra_cols.items():
             c = cols[j]
@@ -456,7 +461,7 @@ def _problem_theta(data: _LPData, lam_hat: np.ndarray):
 
 def network_capacity(cn: ClassNetwork, *, split: str = "rule", kv_moments: Mapping[str, tuple[float, float]] | None = None,
                      decode_context: Mapping[str, float] | None = None, solver: str | None = None,
-                     engine_detail: bool = True, max_rounds: int = 50) -> NetworkCapacity:
+                     engine_detail: bool = True, max_rounds: int = 50, columns: str = "any") -> NetworkCapacity:
     """Largest θ such that θ × (every exogenous rate) lies in the network's fluid stability region.
 
     The static planning LP of the module docstring along the direction of the current visit rates
@@ -465,15 +470,20 @@ def network_capacity(cn: ClassNetwork, *, split: str = "rule", kv_moments: Mappi
     decode-weighted mean of the direction (module docstring). ``engine_detail``: compute each engine's utilisation (one
     single-engine configuration LP per engine with k_max or memory; closed form otherwise; with
     ``False`` every engine's utilisation is its token load / μ*, a lower bound where k_max or
-    memory bind, and ``saturated`` follows it).
+    memory bind, and ``saturated`` follows it). ``columns``: ``"any"`` (the best any policy could
+    do: each engine at μ*) or ``"work-conserving"`` (each engine limited to the batches a
+    work-conserving policy runs under backlog: b_max/t(b_max) per engine without caps;
+    :mod:`.configlp`).
 
     Raises:
-        ModelError: solver failure (status and messages named); bad ``split`` or ``kv_moments``.
+        ModelError: solver failure (status and messages named); bad ``split``, ``kv_moments`` or
+            ``columns``.
     """
     import cvxpy as cp
 
+    require(columns in COLUMN_SETS, "columns", columns, f"must be one of {list(COLUMN_SETS)}")
     lam = np.asarray(cn.visit_rates, dtype=float)
-    data = _build(cn, lam, split, kv_moments, None, decode_context)
+    data = _build(cn, lam, split, kv_moments, None, decode_context, columns)
     if not np.any(lam > 0) or not any(cn.classes[k].mean_tokens > 0 for k in np.flatnonzero(lam > 0)):
         raise ModelError("arrival_rates", cn.arrival_rates.tolist(), "must load the network (some class with "
                          "positive rate and tokens) for a maximum scale")
@@ -483,13 +493,13 @@ def network_capacity(cn: ClassNetwork, *, split: str = "rule", kv_moments: Mappi
     for _ in range(max_rounds):
         prob, f, y, th, cons = _problem_theta(data, ref * lam)
         used = _solve(prob, solver)
-        new = _price(cn, data, cons, two_feature) if two_feature else {}
+        new = _price(cn, data, cons, two_feature, columns) if two_feature else {}
         if not new:
             break
         for j, (c, t) in new.items():
             old = extra.get(j)
             extra[j] = (c, t) if old is None else (np.vstack([old[0], c]), np.r_[old[1], t])
-        data = _build(cn, lam, split, kv_moments, extra, decode_context)
+        data = _build(cn, lam, split, kv_moments, extra, decode_context, columns)
     else:
         raise ModelError("network", "static planning LP", f"column generation did not converge in {max_rounds} rounds")
     theta_n = float(th.value)
@@ -518,17 +528,22 @@ def network_capacity(cn: ClassNetwork, *, split: str = "rule", kv_moments: Mappi
                      float(x_e @ data.g[ks]) / 1000 if eng.kv_capacity_tokens is not None else 0.0,
                      data.cols[j].kappa)
         cols = data.cols[j]
-        tokens_only_2d = eng.batch_time.tokens_only and eng.max_batch_requests is None and eng.kv_capacity_tokens is None
+        tokens_only_2d = eng.batch_time.tokens_only and eng.max_batch_requests is None and eng.max_resident_requests is None and eng.kv_capacity_tokens is None
         tr = (max_token_rate(eng.batch_time, eng.token_budget) if tokens_only_2d
               else max_token_rate_mixed(eng, cols.kappa))
         mu_s = tr.tokens_per_s
+        if columns != "any" and cols.cfg.size:     # the best token rate among the columns kept
+            n_c = cols.cfg[:, 0] + cols.cfg[:, 1]
+            i_c = int(np.argmax(n_c / cols.t))
+            tr = TokenRate(float(n_c[i_c] / cols.t[i_c]), int(n_c[i_c]), float(cols.t[i_c]))
+            mu_s = tr.tokens_per_s
         if dem.is_zero:
             util = 0.0
         elif tokens_only_2d or not engine_detail:
             util = dem.tokens_per_ms * 1000.0 / mu_s
         else:
             from .configlp import solve_config_lp
-            s_e = solve_config_lp(eng, dem, solver=solver).max_scale
+            s_e = solve_config_lp(eng, dem, solver=solver, columns=columns).max_scale
             util = 0.0 if math.isinf(s_e) else 1.0 / s_e
         dual = ref * float(time_dual[j])
         rd = {}
@@ -562,7 +577,8 @@ def network_capacity(cn: ClassNetwork, *, split: str = "rule", kv_moments: Mappi
                            nvar, ncons, ref, prob, dict(cons), tuple(data.names))
 
 
-def _price(cn: ClassNetwork, data: _LPData, cons, engines: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def _price(cn: ClassNetwork, data: _LPData, cons, engines: list[int],
+           columns: str = "any") -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Column generation for two-feature batch times: the most improving (p, d, q) per engine, by
     exact pricing over every p + d ≤ b_max with the engine's row duals (as in :mod:`.configlp`)."""
     out = {}
@@ -575,11 +591,14 @@ def _price(cn: ClassNetwork, data: _LPData, cons, engines: list[int]) -> dict[in
         for kind, arr in duals.items():
             pos = np.flatnonzero(data.row_engines[kind] == j)
             pi[kind] = float(arr[pos[0]]) if pos.size else 0.0
-        b, K = eng.token_budget, eng.max_batch_requests
+        b, K = eng.token_budget, touch_cap(eng)
         P, D = np.meshgrid(np.arange(b + 1), np.arange(b + 1), indexing="ij")
         ok = _feasible(P, D, K, decode_cap(eng, c.kappa)) & (P + D <= b)
         P, D = P[ok], D[ok]
         Q = _q_max(P, D, K)
+        if columns != "any":
+            keep = work_conserving_mask(eng, np.column_stack([P, D, Q]))
+            P, D, Q = P[keep], D[keep], Q[keep]
         tt = np.asarray(eng.batch_time.batch_ms(P, D, D * c.kappa), dtype=float)
         gain = (pi["prefill_tokens"] * P + pi["decode_tokens"] * D + pi["prefill_requests"] * Q
                 + pi.get("kv_memory", 0.0) * (eng.kv_capacity_tokens or 0)) / tt / c.mu_ms - td[j]
@@ -663,7 +682,7 @@ def _coordinates(cn: ClassNetwork, workflows, classes) -> tuple[tuple[str, ...],
 
 
 def _token_only(cn: ClassNetwork) -> bool:
-    ok_e = all(e.batch_time.tokens_only and e.max_batch_requests is None and e.kv_capacity_tokens is None
+    ok_e = all(e.batch_time.tokens_only and e.max_batch_requests is None and e.max_resident_requests is None and e.kv_capacity_tokens is None
                for e in cn.engines.values())
     ok_k = all(c.mean_prefill == 0 or c.mean_prefill >= 1 for c in cn.classes)
     return ok_e and ok_k

@@ -15,9 +15,15 @@ Li, Dai, Peng (arXiv 2504.07347 v3, Prop. 3) give θ_K λ = K μ*/(m_p + m_d) fo
 times (μ* = max_n n/t(n), tokens/ms) and the LP is linear in K in general (each engine's polytope
 is the same); the search starts from K = ⌈1/(U θ_1)⌉ and checks the LP at K and K − 1.
 
-The LP capacity is the work-conserving bound: Prop. 3 says JSQ over work-conserving engines reaches
-it. For a policy that is not work-conserving (``fastertransformer``, ``vllm``, a ``chunk_size``
-flag) it is only an upper bound, and the plan says so (``policy_work_conserving``).
+The plan uses the capacity the engine's POLICY reaches, never μ* unless the policy reaches it.
+For a work-conserving policy each engine is limited to the batches such a policy runs under
+backlog (``network_capacity(columns="work-conserving")``): full batches, so each engine serves
+b_max/t(b_max) tokens/ms — below μ* when n/t(n) peaks before the budget (a piecewise-linear knee
+b0 < b_max) — and Prop. 3 says JSQ over work-conserving engines reaches K b_max/t(b_max)/(m_p + m_d).
+With k_max, a resident or KV cap that value is an upper bound (``outer_bound_caps``). For a policy
+that is not work-conserving (``fastertransformer``, ``vllm``, a ``chunk_size`` flag) the plan can
+only use the best any policy could do (μ*), an upper bound for it, and says so
+(``policy_work_conserving``, ``basis``).
 
 :func:`confirm_plan` checks the plan by simulation: the vectorized network core
 (:func:`fluidllm.sim.network_core.run_network_core`, all replications advanced together; the reference
@@ -181,6 +187,9 @@ class PlanResult:
     closed_form_requests_per_s: float | None
     policy: str
     policy_work_conserving: bool
+    work_conserving_token_rate_per_s: float
+    recommended_token_budget: int | None
+    basis: str
     lengths: dict[str, Any]
     source: dict[str, Any]
     searched: tuple[tuple[int, float], ...]
@@ -210,6 +219,8 @@ class PlanResult:
                 "max_token_rate_per_s": self.max_token_rate_per_s, "argmax_batch_tokens": self.argmax_batch_tokens,
                 "binding": self.binding, "binding_all": list(self.binding_all),
                 "closed_form_requests_per_s": _num(self.closed_form_requests_per_s),
+                "work_conserving_token_rate_per_s": _num(self.work_conserving_token_rate_per_s),
+                "recommended_token_budget": self.recommended_token_budget, "basis": self.basis,
                 "lengths": self.lengths, "source": self.source,
                 "searched": [{"engines": k, "max_scale": _num(t)} for k, t in self.searched]}
 
@@ -226,7 +237,8 @@ class PlanResult:
             f"(rate scale {self.rate_scale:g}; m_p {self.mean_prefill:.5g}, m_d {self.mean_decode:.5g}; "
             f"lengths {self.lengths['kind']})",
             f"per engine: capacity {self.capacity_per_engine_requests_per_s:.6g} req/s = "
-            f"{self.capacity_per_engine_tokens_per_s:.6g} tokens/s (mu* {self.max_token_rate_per_s:.6g} tokens/s at "
+            f"{self.capacity_per_engine_tokens_per_s:.6g} tokens/s ({self.basis}; work-conserving b_max/t(b_max) "
+            f"{self.work_conserving_token_rate_per_s:.6g} tokens/s, mu* {self.max_token_rate_per_s:.6g} tokens/s at "
             f"{self.argmax_batch_tokens} tokens); binding: {self.binding}",
             f"load per engine at K = {self.engines_needed}: {self.load_per_engine:.4g}; at K - 1: {km1}",
             f"capacity of K engines: {self.capacity_requests_per_s:.6g} req/s"
@@ -235,7 +247,16 @@ class PlanResult:
         ]
         if not self.policy_work_conserving:
             lines.append(f"note: {self.policy} is not work-conserving: the LP capacity is only an upper bound for it")
+        if self.recommended_token_budget is not None:
+            lines.append(f"note: token_budget = {self.recommended_token_budget} (where n/t(n) peaks) would let a "
+                         f"work-conserving policy reach mu* per engine")
         return "\n".join(lines)
+
+
+def plan_columns(engine: Engine) -> str:
+    """The LP column set a plan for ``engine`` uses: ``"work-conserving"`` for a work-conserving
+    policy (what it reaches), else ``"any"`` (the best any policy could do: an upper bound)."""
+    return "work-conserving" if engine.policy.work_conserving else "any"
 
 
 def plan_engines(source: Trace | Workload | str | Path, engine: Engine | str | Path | None = None, *,
@@ -289,9 +310,12 @@ def plan_engines(source: Trace | Workload | str | Path, engine: Engine | str | P
 
     searched: dict[int, tuple[float, NetworkCapacity]] = {}
 
+    cols = plan_columns(eng)
+
     def theta(k: int) -> float:
         if k not in searched:
-            nc = network_capacity(replica_set_model(eng, k, arrival, law, routing).class_network(), solver=solver)
+            nc = network_capacity(replica_set_model(eng, k, arrival, law, routing).class_network(), solver=solver,
+                                  columns=cols)
             searched[k] = (float(nc.max_scale), nc)
         return searched[k][0]
 
@@ -316,8 +340,19 @@ def plan_engines(source: Trace | Workload | str | Path, engine: Engine | str | P
     else:
         first = next(iter(nc.engines.values()))
         mu_s, arg = first.max_token_rate_per_s, first.argmax_batch_tokens
-    closed = (k * mu_s / (mp + md) if mu is not None and eng.max_batch_requests is None
-              and eng.kv_capacity_tokens is None else None)
+    b = eng.token_budget
+    wc_rate = (b / float(np.asarray(eng.batch_time.tokens_ms(b))) * 1000.0 if eng.batch_time.tokens_only
+               else next(iter(nc.engines.values())).max_token_rate_per_s)
+    no_caps = (mu is not None and eng.max_batch_requests is None and eng.max_resident_requests is None
+               and eng.kv_capacity_tokens is None)
+    # Prop. 3: K work-conserving engines behind JSQ sustain K b_max/t(b_max)/(m_p + m_d)
+    closed = k * wc_rate / (mp + md) if no_caps and cols == "work-conserving" else None
+    recommend = (int(arg) if no_caps and wc_rate < mu_s * (1 - 1e-9) and arg < b else None)
+    if cols == "work-conserving":
+        basis = ("work-conserving policy capacity (Thm 2, exact)" if no_caps else
+                 "work-conserving policy capacity (upper bound with the engine's caps)")
+    else:
+        basis = f"best any policy could do (upper bound: {eng.policy.label} is not work-conserving)"
     sat = [nc.engines[b] for b in nc.bottlenecks] or list(nc.engines.values())
     cap = th_k * lam
     model = replica_set_model(eng, k, arrival, law, routing)
@@ -329,7 +364,8 @@ def plan_engines(source: Trace | Workload | str | Path, engine: Engine | str | P
         load_at_k_minus_1=None if th_m1 is None else (math.inf if th_m1 == 0 else 1.0 / th_m1),
         max_token_rate_per_s=float(mu_s), argmax_batch_tokens=arg, binding=sat[0].binding,
         binding_all=tuple(sat[0].binding_all), closed_form_requests_per_s=closed, policy=eng.policy.label,
-        policy_work_conserving=bool(eng.policy.work_conserving), lengths=info, source=src,
+        policy_work_conserving=bool(eng.policy.work_conserving), work_conserving_token_rate_per_s=float(wc_rate),
+        recommended_token_budget=recommend, basis=basis, lengths=info, source=src,
         searched=tuple(sorted((kk, v[0]) for kk, v in searched.items())), model=model, network=nc,
         trace=trace, workload=wl)
 
@@ -453,7 +489,8 @@ def _row(plan: PlanResult, k: int, verdict: str, slope: float, iv: tuple[float, 
     th = next(t for kk, t in plan.searched if kk == k) if any(kk == k for kk, _ in plan.searched) else None
     if th is None:
         nc = network_capacity(replica_set_model(plan.engine, k, PoissonArrival(plan.offered_rate_per_s),
-                                                plan.lengths_law, plan.routing).class_network())
+                                                plan.lengths_law, plan.routing).class_network(),
+                              columns=plan_columns(plan.engine))
         th = float(nc.max_scale)
     load = math.inf if th == 0 else 1.0 / th
     return ConfirmRow(k, load, "STABLE" if load < 1 else "UNSTABLE", verdict, float(slope),

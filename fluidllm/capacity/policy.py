@@ -2,8 +2,10 @@
 otherwise the simulator's bracketed stability boundary.
 
 * Work-conserving policies (orca, sarathi, kfcfs, vllm-v1) on the paper's model (token-count batch
-  time, no k_max, resident or KV cap): Theorem 2 (Li, Dai, Peng) — the configuration-LP scale
-  ``capacity(model).max_scale``; method ``analytic``.
+  time, no k_max, resident or KV cap): Theorem 2 (Li, Dai, Peng) — under backlog every batch holds
+  b_max tokens, so the capacity is b_max/t(b_max) per unit of token load: the work-conserving LP
+  scale ``capacity(model).engines[e].work_conserving_max_scale``, which is below the best any
+  policy could do (``max_scale``, μ*) when n/t(n) peaks before the budget; method ``analytic``.
 * FasterTransformer (stylised and static), one workload: the renewal-reward rate of saturated
   request-level batching cycles (:mod:`fluidllm.capacity.static`); ``analytic`` (exact DP) or
   ``monte-carlo`` with its interval.
@@ -37,8 +39,12 @@ class PolicyCapacity:
         max_scale: the policy's capacity (multiple of the current rates).
         method: ``analytic``, ``monte-carlo`` or ``simulated``.
         interval: (lo, hi) on max_scale (Monte-Carlo 95 % interval or the simulated bracket); None if exact.
-        work_conserving_max_scale: the bound every work-conserving policy reaches (Theorem 2 / the LP).
-        loss_ratio: 1 − max_scale / work_conserving_max_scale.
+        work_conserving_max_scale: what every work-conserving policy reaches (exactly on the paper's
+            model, Theorem 2: b_max/t(b_max); an upper bound for them with caps).
+        loss_ratio: 1 − max_scale / bound_max_scale (the loss against the best any policy could do).
+        bound_max_scale: the best any policy could do (configuration LP over every batch, μ*).
+        recommended_token_budget: the token budget at which a work-conserving policy reaches μ*
+            (where b_max/t(b_max) < μ*), else None.
         detail: how it was obtained.
         boundary: for ``simulated``, the :class:`~fluidllm.sim.stability.BoundaryResult` (loads, verdicts).
     """
@@ -52,18 +58,24 @@ class PolicyCapacity:
     loss_ratio: float
     detail: str
     boundary: Any = field(default=None, compare=False, repr=False)
+    bound_max_scale: float = math.nan
+    recommended_token_budget: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         f = lambda x: None if x is None or not math.isfinite(x) else float(x)  # noqa: E731
         return {"name": self.name, "engine": self.engine, "max_scale": f(self.max_scale), "method": self.method,
                 "interval": None if self.interval is None else [f(self.interval[0]), f(self.interval[1])],
                 "work_conserving_max_scale": f(self.work_conserving_max_scale), "loss_ratio": f(self.loss_ratio),
+                "bound_max_scale": f(self.bound_max_scale), "recommended_token_budget": self.recommended_token_budget,
                 "detail": self.detail}
 
     def line(self) -> str:
         iv = "" if self.interval is None else f" [{self.interval[0]:.4g}, {self.interval[1]:.4g}]"
-        return (f"policy {self.name}: max_scale {self.max_scale:.4g}{iv} ({self.method}); work-conserving bound "
-                f"{self.work_conserving_max_scale:.4g}; loss {100 * self.loss_ratio:.1f} %  — {self.detail}")
+        rec = ("" if self.recommended_token_budget is None else
+               f"; token_budget = {self.recommended_token_budget} would let a work-conserving policy reach the best")
+        return (f"policy {self.name}: max_scale {self.max_scale:.4g}{iv} ({self.method}; this policy's own capacity); "
+                f"every work-conserving policy {self.work_conserving_max_scale:.4g}; best any policy "
+                f"{self.bound_max_scale:.4g}; loss vs best {100 * self.loss_ratio:.1f} %{rec}  — {self.detail}")
 
 
 def _boundary(m: Model, eng_name: str, wc_scale: float, *, replications: int, seed: int, points: int, rounds: int,
@@ -102,20 +114,25 @@ def policy_capacity(model: Model, policy: str | PolicySpec | None = None, *, eng
     eng, workloads = pick_engine(model, engine)
     spec = eng.policy if policy is None else (policy if isinstance(policy, PolicySpec) else PolicySpec(policy))
     m = model.with_engine(eng.name, policy=spec)
-    wc = capacity(m).engines[eng.name]
-    wc_scale = capacity(m).max_scale
-    paper = (eng.batch_time.tokens_only and eng.max_resident_requests is None and eng.kv_capacity_tokens is None)
+    cap = capacity(m)
+    wc = cap.engines[eng.name]
+    wc_scale = cap.max_scale                       # the best any policy could do: the search's ceiling
+    wc_policy_scale = wc.work_conserving_max_scale
     lam = sum(w.arrival.rate_per_s for w in workloads)
     require(lam > 0, "load", lam, "must be positive: every arrival rate on the engine is 0")
 
     def result(scale: float, method: str, interval: tuple[float, float] | None, detail: str,
                boundary: Any = None) -> PolicyCapacity:
-        return PolicyCapacity(spec.label, eng.name, scale, method, interval, wc_scale,
-                              1.0 - scale / wc_scale if wc_scale > 0 else math.nan, detail, boundary)
+        loss = 1.0 - scale / wc_scale if wc_scale > 0 else math.nan
+        loss = 0.0 if abs(loss) < 1e-9 else loss      # round-off of two LP solves, not a gain
+        return PolicyCapacity(spec.label, eng.name, scale, method, interval, wc_policy_scale, loss, detail, boundary,
+                              wc_scale, wc.recommended_token_budget)
 
-    if spec.name in _WC and spec.work_conserving and paper and eng.max_batch_requests is None:
-        return result(wc_scale, "analytic", None,
-                      f"work-conserving: Theorem 2, mu* = {wc.max_token_rate_per_s:.6g} tokens/s")
+    if spec.name in _WC and spec.work_conserving and wc.work_conserving_exact:
+        return result(wc_policy_scale, "analytic", None,
+                      f"work-conserving: Theorem 2, every batch under backlog holds b_max = {eng.token_budget} "
+                      f"tokens: b_max/t(b_max) = {wc.work_conserving_token_rate_per_s:.6g} tokens/s "
+                      f"(mu* = {wc.max_token_rate_per_s:.6g} at n = {wc.argmax_batch_tokens})")
     if spec.name in _STATIC and len(workloads) == 1 and eng.kv_capacity_tokens is None and \
             eng.max_resident_requests is None and not spec.flag("split_long_prompts"):
         L = workloads[0].lengths
@@ -205,7 +222,7 @@ class PolicyCapacityTable:
         """A Markdown table: policy, class, analytic capacity, simulated bracket, agreement, loss."""
         wc = self.work_conserving_max_scale
         lines = ["| policy | work-conserving | analytic max_scale (method) | simulated bracket | agrees | "
-                 "req/s at boundary | loss vs WC bound |", "|---|---|---|---|---|---:|---:|"]
+                 "req/s at boundary | loss vs best any policy |", "|---|---|---|---|---|---:|---:|"]
         for r in self.rows:
             a = "—" if r.analytic is None else f"{r.analytic.max_scale:.4g} ({r.analytic.method}" + (
                 "" if r.analytic.interval is None else

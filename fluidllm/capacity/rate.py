@@ -58,9 +58,9 @@ def max_token_rate(batch_time: BatchTime, token_budget: int) -> TokenRate:
 def max_token_rate_mixed(engine, decode_context: float) -> TokenRate:
     """μ* for a composition-dependent batch time: max over feasible (p, d), p + d ≤ b_max, of
     (p + d) / t(p, d, d·κ) at mean decode KV context κ = ``decode_context`` tokens."""
-    from .configlp import _feasible, decode_cap
+    from .configlp import _feasible, decode_cap, touch_cap
 
-    b, K = engine.token_budget, engine.max_batch_requests
+    b, K = engine.token_budget, touch_cap(engine)
     dcap = decode_cap(engine, decode_context)
     best = TokenRate(0.0, 0, 0.0)
     for p0 in range(0, b + 1, 256):

@@ -15,7 +15,7 @@ from scipy.spatial import ConvexHull
 
 from ..errors import ModelError
 from ..model.engine import Engine
-from .configlp import _feasible, _times, decode_cap, extreme_configurations
+from .configlp import _feasible, _times, decode_cap, extreme_configurations, touch_cap
 
 __all__ = ["TokenRegion", "token_region"]
 
@@ -62,7 +62,7 @@ def token_region(engine: Engine, decode_context: float = 0.0) -> TokenRegion:
     if engine.batch_time.tokens_only:
         cfg = extreme_configurations(engine, decode_context)
     else:
-        b, K = engine.token_budget, engine.max_batch_requests
+        b, K = engine.token_budget, touch_cap(engine)
         P, D = np.meshgrid(np.arange(b + 1), np.arange(b + 1), indexing="ij")
         ok = _feasible(P, D, K, decode_cap(engine, decode_context)) & (P + D <= b)
         cfg = np.column_stack([P[ok], D[ok], 0 * P[ok]])

@@ -413,6 +413,13 @@ class JointLengths:
         """
         return self.moment(lambda p, d: (d + 1.0) * (p + d / 2.0))
 
+    def mean_resident_batches(self, token_budget: int) -> float:
+        """E[⌈v_p / b⌉ + v_d]: the fewest batches a request is resident for with token budget
+        ``b`` (its prefill in budget-sized pieces, then one decode token per batch from the batch
+        after the prefill ends; with v_d = 0 it completes with its last prefill token)."""
+        b = float(token_budget)
+        return self.moment(lambda p, d: np.ceil(p / b) + d + 0.0 * p)
+
     @property
     def mean_decode_context(self) -> float:
         """Mean KV context (prior tokens) of a decode token: E[v_d v_p + v_d(v_d-1)/2] / m_d."""
@@ -454,6 +461,10 @@ class Independent(JointLengths):
         if d.mean == 0:
             return 0.0
         return (d.mean * p.mean + (d.second_moment - d.mean) / 2.0) / d.mean
+
+    def mean_resident_batches(self, token_budget: int) -> float:
+        kp, wp = _grid_moment(self.prefill)
+        return float(wp @ np.ceil(kp / float(token_budget))) + self.decode.mean
 
     def moment(self, f) -> float:
         kp, wp = _grid_moment(self.prefill)

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import ModelError, integer, require
 
-__all__ = ["PolicySpec", "POLICIES", "policy_from_toml"]
+__all__ = ["PolicySpec", "POLICIES", "CHOICES", "policy_from_toml"]
 
 #: name -> (work_conserving, {flag: (type, default, description)})
 _SPLIT = ("bool", False, "split a prompt longer than the token budget into budget-sized pieces "
@@ -25,7 +25,8 @@ POLICIES: dict[str, tuple[bool, dict[str, tuple[str, Any, str]]]] = {
     "sarathi": (True, {"chunk_size": _CHUNK}),
     "kfcfs": (True, {}),
     "vllm-v1": (True, {"chunk_size": _CHUNK,
-                       "preemption": ("str", "recompute", "what a request preempted for KV memory loses: recompute")}),
+                       "preemption": ("choice", "recompute", "what a request preempted for KV memory loses: "
+                                      "recompute (its KV is dropped and rebuilt); the only mode modelled")}),
     "priority": (True, {"inner": ("str", "kfcfs", "the rule applied class by class"),
                         "order": ("list", [], "class names, highest priority first")}),
     # Max-pressure (Dai-Lin 2005) over the network's classes; not work-conserving: it may idle.
@@ -35,6 +36,12 @@ POLICIES: dict[str, tuple[bool, dict[str, tuple[str, Any, str]]]] = {
     "python": (False, {"target": ("str", None, "path/to/file.py:Class or module:Class"),
                        "params": ("dict", {}, "keyword arguments for the plug-in class")}),
 }
+
+
+#: flags of type "choice": the values the simulator models. vLLM's other preemption mode, swap
+#: (KV blocks copied to host memory, vLLM v0 ``preemption_mode="swap"``), is not modelled, so it is
+#: refused rather than run as recompute.
+CHOICES: dict[str, tuple[str, ...]] = {"preemption": ("recompute",)}
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,11 @@ class PolicySpec:
                     opts[k] = integer(v, f"policy.{k}", minimum=1)
             elif typ == "str":
                 require(isinstance(v, str), f"policy.{k}", v, "must be a string")
+            elif typ == "choice":
+                allowed = CHOICES[k]
+                require(isinstance(v, str) and v in allowed, f"policy.{k}", v,
+                        f"must be one of {list(allowed)} (the modes the simulator models"
+                        + ("; swap is not modelled" if k == "preemption" else "") + ")")
             elif typ == "dict":
                 require(isinstance(v, dict), f"policy.{k}", v, "must be a table")
                 opts[k] = dict(v)
