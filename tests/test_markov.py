@@ -3,7 +3,8 @@
 (a) a one-token workload at b_max = 1 is a slotted single-server queue with a closed form;
 (b) stationary throughput = E[A]·(1 − loss) for sarathi, orca, kfcfs (and geometric decode);
 (c) the chain agrees with a per-batch Monte-Carlo written here on top of ``plan_batch``;
-(d) the drift certificate holds below capacity and the witness flags instability above it;
+(d) the drift certificate proves stability below capacity and the witness instability above it,
+    for the untruncated chain (more in test_drift_untruncated.py);
 (e) FasterTransformer (not work-conserving) holds more requests than Sarathi on the same instance;
 (f) a size benchmark (printed, never asserted); bad input raises ModelError naming the field.
 """
@@ -152,7 +153,9 @@ def test_drift_certificate_below_capacity(policy):
     chain = build_chain(engine(policy, 3), max_requests=6, **SMALL)
     assert chain.arrival_tokens_per_step == pytest.approx(1.75)        # < b_max = 3
     cert = drift_certificate(chain)
-    assert cert.certified
+    assert cert.certified and cert.scope == "untruncated" and cert.argument == "work-conserving"
+    assert cert.drift_bound == pytest.approx(1.75 - 3)                 # exact, beyond 3 requests
+    assert cert.truncated_holds                                          # the truncated check agrees
     assert cert.level < cert.boundary_min_v and cert.n_outside > 0
     assert cert.max_drift_outside <= -cert.eps
     # Where the batch is full and nothing is lost, the drift is exactly E[A]E[v] − b_max.
@@ -170,7 +173,8 @@ def test_instability_witness_above_capacity():
     cert = drift_certificate(chain)
     assert not cert.certified
     w = instability_witness(chain)
-    assert w.flagged and w.depth > 0 and w.n_states_in_set > 0
+    assert w.flagged and w.scope == "untruncated" and w.argument == "budget bound"   # Thm 2(a)
+    assert w.truncated_flagged and w.depth > 0 and w.n_states_in_set > 0            # truncated evidence
     assert w.min_drift_in_set >= 3 - 2 - 1e-12                           # Δ >= E[A]E[v] − b_max = 1
     assert w.max_one_step_fall <= 2                                      # V falls by at most b_max
     assert w.truncation_mass > 0.1                                       # the truncation holds the mass

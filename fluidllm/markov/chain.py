@@ -32,6 +32,10 @@ and, in :func:`solve`, through the stationary mean step time used to turn "per b
   first ones that fit join and the rest are *lost*. The chain is the BFS closure of () under these
   transitions. ``truncation_mass`` (see :func:`solve`) = P_π(a step loses an arrival): a user must
   check that it is negligible before trusting the chain as a model of the untruncated system.
+  Stability is a property of the untruncated chain only (every finite chain is positive
+  recurrent): :func:`~fluidllm.markov.drift_certificate` and
+  :func:`~fluidllm.markov.instability_witness` prove it with arguments that cover the states
+  beyond the truncation, or say "truncated, not a proof".
 
 Not modelled (raise :class:`~fluidllm.errors.ModelError`): a KV-cache cap (the state holds no KV
 context), ``fastertransformer-static`` and ``vllm-v1`` (they need per-request memory outside this
@@ -208,6 +212,48 @@ def _sequences(types: list[tuple[tuple[int, int], float]], m: int) -> list[tuple
     return out
 
 
+def _departures(s: State, plan: Mapping[int, tuple[int, int]], geometric: bool, q: float
+                ) -> list[tuple[State, float, int]]:
+    """The batch ``plan`` (position -> (prefill, decode) tokens) runs on state ``s``: the possible
+    (remaining requests in FCFS order, probability, completions) outcomes (module text, *Step*).
+
+    Bounded decode: one outcome. Geometric decode (``geometric``, stop probability ``q``): each
+    request given a decode token completes with probability q, independently.
+    """
+    after = []
+    certain_done = 0
+    coin = []                                   # geometric: positions whose completion is random
+    for j, (p, d) in enumerate(s):
+        tp, td = plan.get(j, (0, 0))
+        p2 = p - tp
+        if geometric:
+            if td:
+                coin.append(len(after))
+                after.append((0, 1))
+            elif p2 == 0 and d == 0:
+                certain_done += 1
+            else:
+                after.append((p2, d))
+        else:
+            d2 = d - td
+            if p2 == 0 and d2 == 0:
+                certain_done += 1
+            else:
+                after.append((p2, d2))
+    outcomes: list[tuple[State, float, int]] = []
+    if coin:
+        for bits in itertools.product((0, 1), repeat=len(coin)):
+            k = sum(bits)
+            pr = q ** k * (1 - q) ** (len(coin) - k)
+            if pr == 0:
+                continue
+            gone = {coin[c] for c, b in enumerate(bits) if b}
+            outcomes.append((tuple(r for a, r in enumerate(after) if a not in gone), pr, certain_done + k))
+    else:
+        outcomes.append((tuple(after), 1.0, certain_done))
+    return outcomes
+
+
 def build_chain(engine: Engine, *, prefill: Mapping[int, float] | Sequence[float],
                 decode: Mapping[int, float] | Sequence[float] | GeometricDecode,
                 arrivals: Mapping[int, float] | Sequence[float], max_requests: int,
@@ -310,39 +356,7 @@ def build_chain(engine: Engine, *, prefill: Mapping[int, float] | Sequence[float
             raise ModelError(f"{f}.policy", pol.name, f"planned an empty batch in state {s} (a bug)")
         P_tok = sum(p for p, _ in plan.values())
         D_tok = sum(d for _, d in plan.values())
-        # Departure outcomes: list of (remaining requests, probability, completions).
-        after = []
-        certain_done = []
-        coin = []                                   # geometric: positions whose completion is random
-        for j, (p, d) in enumerate(s):
-            tp, td = plan.get(j, (0, 0))
-            p2 = p - tp
-            if geo:
-                if td:
-                    coin.append(len(after))
-                    after.append((0, 1))
-                elif p2 == 0 and d == 0:
-                    certain_done.append(j)
-                else:
-                    after.append((p2, d))
-            else:
-                d2 = d - td
-                if p2 == 0 and d2 == 0:
-                    certain_done.append(j)
-                else:
-                    after.append((p2, d2))
-        outcomes: list[tuple[State, float, int]] = []
-        if coin:
-            for bits in itertools.product((0, 1), repeat=len(coin)):
-                k = sum(bits)
-                pr = q ** k * (1 - q) ** (len(coin) - k)
-                if pr == 0:
-                    continue
-                gone = {coin[c] for c, b in enumerate(bits) if b}
-                outcomes.append((tuple(r for a, r in enumerate(after) if a not in gone), pr,
-                                 len(certain_done) + k))
-        else:
-            outcomes.append((tuple(after), 1.0, len(certain_done)))
+        outcomes = _departures(s, plan, geo, q)
         row_t: dict[int, float] = {}
         e_compl = 0.0
         p_loss = 0.0
