@@ -139,6 +139,28 @@ def engine_capacity(engine: Engine, workloads: list[Workload], *, solver: str | 
         policy_max_scale=pol_scale, policy_method=pol_method, symbolic=sym, lp=lp, work_conserving_lp=wlp)
 
 
+def _engine_graph_cyclic(cn: Any) -> bool:
+    """Whether routing can take work from an engine back to itself through OTHER engines: a cycle
+    in the graph with an edge e → f (e ≠ f) when a class at e routes to a class at f. Without one
+    the engines form a feed-forward network (a call may return to its own engine: a re-entrant
+    station), where every work-conserving policy is stable below the work-conserving bound
+    (station by station in feed-forward order, each a single multiclass station: Dai 1995,
+    Chen 1995); with one, it need not be (Rybko-Stolyar)."""
+    import networkx as nx
+    import numpy as np
+
+    P = np.asarray(cn.routing, dtype=float)
+    g = nx.DiGraph()
+    g.add_nodes_from(cn.engines)
+    for i, ci in enumerate(cn.classes):
+        for j in np.flatnonzero(P[i] > 0):
+            for e in ci.engines:
+                for f in cn.classes[int(j)].engines:
+                    if f != e:
+                        g.add_edge(e, f)
+    return not nx.is_directed_acyclic_graph(g)
+
+
 def capacity(model: Model | Any, *, solver: str | None = None) -> Capacity | Any:
     """Capacity of every engine of ``model`` and the largest common scale of all arrival rates.
 
@@ -154,9 +176,29 @@ def capacity(model: Model | Any, *, solver: str | None = None) -> Capacity | Any
     from ..model.network import NetworkModel
 
     if isinstance(model, NetworkModel):
+        import dataclasses
+
         from .network import network_capacity
 
-        return network_capacity(model.class_network(), solver=solver)
+        cn = model.class_network()
+        nc = network_capacity(cn, solver=solver)
+        if all(e.policy.work_conserving for e in cn.engines.values()):
+            nw = network_capacity(cn, solver=solver, columns="work-conserving")
+            caps = sorted({c.split(" ")[0] for e in cn.engines.values() for c in outer_bound_caps(e)})
+            if _engine_graph_cyclic(cn):
+                # Rybko-Stolyar: work-conserving policies can be unstable inside this value
+                return dataclasses.replace(nc, policy_note=(
+                    f"not analytic: work returns to an engine through another one (a cycle in the engine "
+                    f"graph), where a work-conserving policy can be unstable below the work-conserving bound "
+                    f"{nw.max_scale:.6g} (Rybko-Stolyar, Li-Dai-Peng v3 Sec. 5.4; the paper proves K-FCFS reaches "
+                    f"it for DAG and fork-join workflows); simulate it (fluidllm stability)"))
+            note = ("work-conserving engines, each limited to the batches it runs under backlog; reached by "
+                    "every work-conserving policy on this feed-forward engine graph (Li-Dai-Peng v3 Sec. 5; "
+                    "Dai 1995)"
+                    + (f"; an upper bound with {', '.join(caps)}" if caps else ""))
+            return dataclasses.replace(nc, policy_max_scale=nw.max_scale, policy_note=note)
+        return dataclasses.replace(nc, policy_note="some engine's policy is not work-conserving: simulate it "
+                                                   "(fluidllm stability)")
     engines: dict[str, EngineCapacity] = {}
     for name, e in model.engines.items():
         engines[name] = engine_capacity(e, model.workloads_on(name), solver=solver)

@@ -13,6 +13,11 @@ arXiv 2605.04595 / Ao et al. arXiv 2504.11320):
     Σ_c y_{e,c} d_c / t_c ≥ Σ_k x_{k,e} m_d,k                 (decode_tokens)
     Σ_c y_{e,c} q_c / t_c ≥ Σ_{k: m_p,k > 0} x_{k,e}          (prefill_requests: one prefill slot)
     M_e Σ_c y_{e,c} / t_c ≥ Σ_k x_{k,e} E[g_k]                (kv_memory, engines with M only)
+    R_e Σ_c y_{e,c} / t_c ≥ Σ_k x_{k,e} (m_d,k + max(1{m_p,k>0}, m_p,k/b_e))
+                                                              (resident_requests, engines with a
+                                                               resident cap R_e: Little's law over
+                                                               each call's fewest resident batches,
+                                                               ⌈v_p/b⌉ + v_d ≥ that by Jensen)
     Σ_c y_{e,c} ≤ 1                                           (time)
 
 x_{k,e} is the visit rate of class k at engine e (req/s), y_{e,c} the time fraction engine e
@@ -68,7 +73,7 @@ __all__ = ["NetworkCapacity", "NetworkEngineCapacity", "NetworkRegion", "network
 
 SPLITS = ("rule", "free")
 _ADAPTIVE = ("jsq-tokens", "jsq-requests")
-_ROWS = ("prefill_tokens", "decode_tokens", "prefill_requests", "kv_memory")
+_ROWS = ("prefill_tokens", "decode_tokens", "prefill_requests", "kv_memory", "resident_requests")
 _DUAL_TOL = 1e-7
 
 
@@ -254,19 +259,28 @@ def _build(cn: ClassNetwork, weight: np.ndarray, split: str, kv_moments, extra_c
     needs_slot = (mp > 0).astype(float)
     has_kv = np.array([cn.engines[e].kv_capacity_tokens is not None for e in names])
     M = np.array([float(cn.engines[e].kv_capacity_tokens or 0) for e in names])
+    has_res = np.array([cn.engines[e].max_resident_requests is not None for e in names])
+    Rcap = np.array([float(cn.engines[e].max_resident_requests or 0) for e in names])
+    budget = np.array([float(cn.engines[e].token_budget) for e in names])
     ycoef = {"prefill_tokens": cfg[:, 0] * inv, "decode_tokens": cfg[:, 1] * inv,
-             "prefill_requests": cfg[:, 2] * inv, "kv_memory": M[col_engine] * inv}
+             "prefill_requests": cfg[:, 2] * inv, "kv_memory": M[col_engine] * inv,
+             "resident_requests": Rcap[col_engine] * inv}
     xper = {"prefill_tokens": mp, "decode_tokens": md, "prefill_requests": needs_slot, "kv_memory": g}
     nE, nX, nY = len(names), pairs_k.size, col_engine.size
     G, H, rows = {}, {}, {}
     for kind in _ROWS:
-        sel = np.flatnonzero(has_kv) if kind == "kv_memory" else np.arange(nE)
+        sel = (np.flatnonzero(has_kv) if kind == "kv_memory" else np.flatnonzero(has_res)
+               if kind == "resident_requests" else np.arange(nE))
         pos = -np.ones(nE, dtype=int)
         pos[sel] = np.arange(sel.size)
         ym = pos[col_engine] >= 0
         G[kind] = sp.csr_matrix((ycoef[kind][ym], (pos[col_engine][ym], np.flatnonzero(ym))), shape=(sel.size, nY))
         xm = pos[pairs_e] >= 0
-        h = xper[kind][pairs_k] / 1000.0 / mu[pairs_e]   # req/s → per ms, relative to μ_e
+        if kind == "resident_requests":       # per (class, engine): the fewest batches resident there
+            per = md[pairs_k] + np.maximum(needs_slot[pairs_k], mp[pairs_k] / budget[pairs_e])
+        else:
+            per = xper[kind][pairs_k]
+        h = per / 1000.0 / mu[pairs_e]        # req/s → per ms, relative to μ_e
         H[kind] = sp.csr_matrix((h[xm], (pos[pairs_e][xm], np.flatnonzero(xm))), shape=(sel.size, nX))
         rows[kind] = sel
     T = sp.csr_matrix((np.ones(nY), (col_engine, np.arange(nY))), shape=(nE, nY))
@@ -380,6 +394,9 @@ class NetworkCapacity:
     problem: Any = field(repr=False, default=None)
     constraints: dict[str, Any] = field(repr=False, default_factory=dict)
     engine_order: tuple[str, ...] = ()
+    columns: str = "any"
+    policy_max_scale: float | None = None
+    policy_note: str = ""
 
     @property
     def position(self) -> str:
@@ -392,7 +409,9 @@ class NetworkCapacity:
         return self.position == "inside"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"max_scale": _num(self.max_scale), "stable": self.stable, "position": self.position,
+        return {"max_scale": _num(self.max_scale), "columns": self.columns,
+                "policy_max_scale": _num(self.policy_max_scale), "policy_note": self.policy_note,
+                "stable": self.stable, "position": self.position,
                 "status": self.status, "solver": self.solver, "split": self.split,
                 "bottlenecks": list(self.bottlenecks),
                 "workflows": {k: {"max_rate_per_s": _num(v)} for k, v in self.workflows.items()},
@@ -407,8 +426,13 @@ class NetworkCapacity:
         ms = "unbounded (no load)" if math.isinf(self.max_scale) else f"{self.max_scale:.6g}"
         verdict = {"inside": "inside the region", "boundary": "ON THE BOUNDARY (fluid-critical)",
                    "outside": "OVERLOADED (outside the region)"}[self.position]
-        lines = [f"network max_scale {ms}: current rates are {verdict}; split = {self.split}; "
-                 f"bottleneck engines: {', '.join(self.bottlenecks) or 'none'}", ""]
+        what = "best any policy could do" if self.columns == "any" else "work-conserving engines"
+        lines = [f"network max_scale {ms} ({what}): current rates are {verdict}; split = {self.split}; "
+                 f"bottleneck engines: {', '.join(self.bottlenecks) or 'none'}"]
+        if self.policy_note:
+            ps = "n/a" if self.policy_max_scale is None else f"{self.policy_max_scale:.6g}"
+            lines.append(f"the engines' own policies: max_scale {ps} ({self.policy_note})")
+        lines.append("")
         hdr = f"{'engine':<12} {'mu* tok/s':>11} {'offered tok/s':>13} {'util':>7} {'sat':>3} {'dual':>9} {'elast':>7}  binding"
         lines += [hdr, "-" * len(hdr)]
         for e in self.engines.values():
@@ -524,11 +548,14 @@ def network_capacity(cn: ClassNetwork, *, split: str = "rule", kv_moments: Mappi
         mp = np.array([cn.classes[k].mean_prefill for k in ks])
         md = np.array([cn.classes[k].mean_decode for k in ks])
         slot = (mp > 0).astype(float)
+        res = (float(x_e @ (md + np.maximum(slot, mp / eng.token_budget))) / 1000
+               if eng.max_resident_requests is not None else 0.0)
         dem = Demand(float(x_e @ mp) / 1000, float(x_e @ md) / 1000, float(x_e @ slot) / 1000,
                      float(x_e @ data.g[ks]) / 1000 if eng.kv_capacity_tokens is not None else 0.0,
-                     data.cols[j].kappa)
+                     data.cols[j].kappa, res)
         cols = data.cols[j]
-        tokens_only_2d = eng.batch_time.tokens_only and eng.max_batch_requests is None and eng.max_resident_requests is None and eng.kv_capacity_tokens is None
+        tokens_only_2d = (eng.batch_time.tokens_only and eng.max_batch_requests is None
+                          and eng.max_resident_requests is None and eng.kv_capacity_tokens is None)
         tr = (max_token_rate(eng.batch_time, eng.token_budget) if tokens_only_2d
               else max_token_rate_mixed(eng, cols.kappa))
         mu_s = tr.tokens_per_s
@@ -574,7 +601,7 @@ def network_capacity(cn: ClassNetwork, *, split: str = "rule", kv_moments: Mappi
     nvar = data.pairs_k.size + data.col_engine.size + 1
     ncons = sum(int(np.prod(c.shape)) if c.shape else 1 for c in prob.constraints)
     return NetworkCapacity(theta, str(prob.status), used, split, wf, classes, engines, routing, bottlenecks,
-                           nvar, ncons, ref, prob, dict(cons), tuple(data.names))
+                           nvar, ncons, ref, prob, dict(cons), tuple(data.names), columns)
 
 
 def _price(cn: ClassNetwork, data: _LPData, cons, engines: list[int],
@@ -601,7 +628,8 @@ def _price(cn: ClassNetwork, data: _LPData, cons, engines: list[int],
             P, D, Q = P[keep], D[keep], Q[keep]
         tt = np.asarray(eng.batch_time.batch_ms(P, D, D * c.kappa), dtype=float)
         gain = (pi["prefill_tokens"] * P + pi["decode_tokens"] * D + pi["prefill_requests"] * Q
-                + pi.get("kv_memory", 0.0) * (eng.kv_capacity_tokens or 0)) / tt / c.mu_ms - td[j]
+                + pi.get("kv_memory", 0.0) * (eng.kv_capacity_tokens or 0)
+                + pi.get("resident_requests", 0.0) * (eng.max_resident_requests or 0)) / tt / c.mu_ms - td[j]
         i = int(np.argmax(gain))
         best = np.array([[P[i], D[i], Q[i]]], dtype=np.int64)
         if gain[i] > 1e-7 * max(1.0, abs(td[j])) and not np.any(np.all(c.cfg == best, axis=1)):
