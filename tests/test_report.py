@@ -73,7 +73,7 @@ def test_boundary_vs_budget_from_given_tables() -> None:
     model = fl.load_model(F.FIG1_MODEL)
     tabs = {b: fl.policy_capacity_table(model.with_engine("a100", token_budget=b), ("fastertransformer", "vllm"),
                                         replications=2, horizon_s=10, boundary_points=2, boundary_rounds=1,
-                                        simulate=False) for b in (128, 1024)}
+                                        simulate=False, precision=0.2) for b in (128, 1024)}
     fig = F.boundary_vs_budget(budgets=(128, 1024), tables=tabs)
     rows = fig.numbers["rows"]
     assert [r["b_max"] for r in rows] == [128, 1024]

@@ -10,8 +10,11 @@ otherwise the simulator's bracketed stability boundary.
   request-level batching cycles (:mod:`fluidllm.capacity.static`); ``analytic`` (exact DP) or
   ``monte-carlo`` with its interval.
 * Everything else (vanilla vLLM, caps, several workloads under FT): ``simulated`` — the bracket
-  [largest STABLE load, smallest UNSTABLE load] of :func:`fluidllm.stability_boundary`; the reported
-  max_scale is its midpoint.
+  [load confirmed STABLE, load confirmed UNSTABLE] of the sequential search
+  :func:`fluidllm.capacity.policy_search.policy_capacity_search` (the sign of the backlogged drift,
+  common random numbers across loads, seeded by the LP bound; each confirmed verdict wrong with
+  probability ≤ 0.5 %, width ≤ ``precision`` of the midpoint when met); the reported max_scale is
+  its midpoint.
 """
 from __future__ import annotations
 
@@ -46,7 +49,8 @@ class PolicyCapacity:
         recommended_token_budget: the token budget at which a work-conserving policy reaches μ*
             (where b_max/t(b_max) < μ*), else None.
         detail: how it was obtained.
-        boundary: for ``simulated``, the :class:`~fluidllm.sim.stability.BoundaryResult` (loads, verdicts).
+        boundary: for ``simulated``, the :class:`~fluidllm.capacity.policy_search.PolicySearchResult`
+            (every load tried, its drift and verdict).
     """
 
     name: str
@@ -79,34 +83,43 @@ class PolicyCapacity:
 
 
 def _boundary(m: Model, eng_name: str, wc_scale: float, *, replications: int, seed: int, points: int, rounds: int,
-              horizon_s: float | None, workers: int):
-    from ..sim.stability import stability_boundary
+              horizon_s: float | None, workers: int, precision: float = 0.02, progress: bool = False,
+              lower: float | None = None):
+    """The simulated bracket: :func:`fluidllm.capacity.policy_search.policy_capacity_search` between
+    ``lower`` (default 0) and ``wc_scale`` (the configuration-LP bound: Theorem 2(a), no policy is
+    stable above it; the search warms up at 1.1 × it and may confirm instability up to there).
 
-    # Theorem 2(a): no policy is stable above the work-conserving bound, so the search ends a little
-    # above it (there every policy must come out UNSTABLE, which the bracket also checks).
-    return stability_boundary(m, lo=0.05 * wc_scale, hi=1.1 * wc_scale, points=points, rounds=rounds,
-                              replications=replications, seed=seed, engine=eng_name, horizon_s=horizon_s,
-                              workers=workers)
+    ``replications`` is the fewest replications per load at a look; ``points``, ``rounds`` and
+    ``horizon_s`` (the old grid search's effort) do not apply: the search sizes its window and
+    replications from a pilot run to reach ``precision``.
+    """
+    from .policy_search import policy_capacity_search
+
+    return policy_capacity_search(m, engine=eng_name, upper=wc_scale, lower=lower, precision=precision,
+                                  replications=replications, seed=seed, workers=workers, progress=progress)
 
 
 def _bracket(b: Any, wc_scale: float) -> tuple[float, float]:
-    lo = b.stable_load if b.stable_load is not None else 0.0
-    hi = b.unstable_load if b.unstable_load is not None else 1.1 * wc_scale
-    return lo, hi
+    """(lo, hi) of a :class:`~fluidllm.capacity.policy_search.PolicySearchResult` (lo confirmed STABLE
+    or the lower bound; hi confirmed UNSTABLE or ``wc_scale``, Theorem 2(a))."""
+    return float(b.lo), float(b.hi)
 
 
 def policy_capacity(model: Model, policy: str | PolicySpec | None = None, *, engine: str | None = None,
                     replications: int = 8, seed: int = 0, boundary_points: int = 8,
-                    boundary_rounds: int = 2, horizon_s: float | None = None, workers: int = 1) -> PolicyCapacity:
+                    boundary_rounds: int = 2, horizon_s: float | None = None, workers: int = 1,
+                    precision: float = 0.02, progress: bool = False) -> PolicyCapacity:
     """The capacity of ``policy`` (default: the engine's own) on one engine of ``model``.
 
     Analytic where theory gives it (see the module docstring); otherwise the simulator's bracket
-    from :func:`fluidllm.stability_boundary` over [0.05, 1.1] × the work-conserving bound
-    (``boundary_rounds`` × ``boundary_points`` loads × ``replications`` runs of ``horizon_s``
-    simulated seconds, default from the model's time scales; ``workers`` processes).
+    from :func:`fluidllm.capacity.policy_search.policy_capacity_search` below the best any policy
+    could do (the LP bound), to a width of ``precision`` × its midpoint, with at least
+    ``replications`` runs per load and ``workers`` processes; ``progress`` prints one line per
+    simulation to stderr. ``boundary_points``, ``boundary_rounds`` and ``horizon_s`` are kept for
+    callers of the former grid search and do not change the search.
 
     Raises:
-        ModelError: an unknown engine or policy (named).
+        ModelError: an unknown engine or policy (named); bad counts or precision.
     """
     from ..sim.simulate import pick_engine
     from . import capacity
@@ -146,12 +159,14 @@ def policy_capacity(model: Model, policy: str | PolicySpec | None = None, *, eng
                       f"renewal-reward over saturated cycles: E[G] = {r.mean_group:.4g} requests per "
                       f"{r.mean_cycle_ms:.6g} ms cycle, {r.rate_per_s:.6g} req/s"
                       + (f"; {100 * r.unschedulable_fraction:.3g} % of prompts never fit" if r.unschedulable_fraction else ""))
+    # Simulated: a sequential search with common random numbers on the backlogged drift, seeded by
+    # the LP bound above (fluidllm.capacity.policy_search); the bracket is [lo confirmed STABLE,
+    # hi confirmed UNSTABLE], each verdict wrong w.p. <= 0.5 %, width <= 2 % of the midpoint when met.
     b = _boundary(m, eng.name, wc_scale, replications=replications, seed=seed, points=boundary_points,
-                  rounds=boundary_rounds, horizon_s=horizon_s, workers=workers)
+                  rounds=boundary_rounds, horizon_s=horizon_s, workers=workers, precision=precision,
+                  progress=progress)
     lo, hi = _bracket(b, wc_scale)
-    return result(0.5 * (lo + hi), "simulated", (lo, hi),
-                  f"stability boundary of the simulator ({len(b.rounds)} rounds x {boundary_points} loads x "
-                  f"{replications} replications, horizon {b.horizon_s:g} s)", b)
+    return result(0.5 * (lo + hi), "simulated", (lo, hi), b.detail(), b)
 
 
 @dataclass(frozen=True)
@@ -162,7 +177,7 @@ class PolicyCapacityRow:
         name: the policy; work_conserving: its declared class.
         analytic: the analytic (or Monte-Carlo) capacity, None where theory gives none.
         simulated: the simulator's bracket (lo, hi) on max_scale, None if not simulated.
-        boundary: the full :class:`~fluidllm.sim.stability.BoundaryResult` (loads and verdicts).
+        boundary: the full :class:`~fluidllm.capacity.policy_search.PolicySearchResult` (loads and verdicts).
         agrees: the analytic value (or its interval) meets the simulated bracket; None if either is missing.
     """
 
@@ -247,13 +262,14 @@ class PolicyCapacityTable:
 def policy_capacity_table(model: Model, policies: Sequence[str | PolicySpec] = (
         "fastertransformer", "fastertransformer-static", "vllm", "orca", "sarathi"), *, engine: str | None = None,
         replications: int = 8, seed: int = 0, horizon_s: float | None = None, workers: int = 1,
-        simulate: bool = True, boundary_points: int = 8, boundary_rounds: int = 2) -> PolicyCapacityTable:
+        simulate: bool = True, boundary_points: int = 8, boundary_rounds: int = 2,
+        precision: float = 0.02) -> PolicyCapacityTable:
     """Each policy's capacity on one engine: analytic where theory gives it, and (``simulate``) the
     simulator's stability bracket for every policy — so each analytic value is checked against it.
 
-    The bracket comes from :func:`fluidllm.stability_boundary` over [0.05, 1.1] × the work-conserving
-    bound (each verdict wrong with probability ≤ 1 %), so an analytic value outside it is either a
-    wrong theory or a wrong simulator. For a work-conserving policy the bracket's top must not exceed
+    The bracket comes from :func:`fluidllm.capacity.policy_search.policy_capacity_search` below the
+    LP bound (each confirmed verdict wrong with probability ≤ 0.5 %, width ≤ ``precision`` of its
+    midpoint), so an analytic value outside it is either a wrong theory or a wrong simulator. For a work-conserving policy the bracket's top must not exceed
     ~the bound (Theorem 2(a)).
 
     Raises:
@@ -272,12 +288,13 @@ def policy_capacity_table(model: Model, policies: Sequence[str | PolicySpec] = (
         spec = p if isinstance(p, PolicySpec) else PolicySpec(p)
         m = model.with_engine(eng.name, policy=spec)
         pc = policy_capacity(m, spec, engine=eng.name, replications=replications, seed=seed, horizon_s=horizon_s,
-                             boundary_points=boundary_points, boundary_rounds=boundary_rounds, workers=workers)
+                             boundary_points=boundary_points, boundary_rounds=boundary_rounds, workers=workers,
+                             precision=precision)
         analytic = pc if pc.method != "simulated" else None
         b, sim = pc.boundary, pc.interval if analytic is None else None
         if simulate and analytic is not None:
             b = _boundary(m, eng.name, wc_scale, replications=replications, seed=seed, points=boundary_points,
-                          rounds=boundary_rounds, horizon_s=horizon_s, workers=workers)
+                          rounds=boundary_rounds, horizon_s=horizon_s, workers=workers, precision=precision)
             sim = _bracket(b, wc_scale)
         agrees = None
         if analytic is not None and sim is not None:

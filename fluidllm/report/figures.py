@@ -364,9 +364,9 @@ def capacity_settings(quick: bool) -> dict[str, Any]:
     budgets of :func:`boundary_vs_budget`, and whether the analytic rows of the table are simulated too."""
     if quick:
         return {"replications": 4, "horizon_s": 60.0, "boundary_points": 4, "boundary_rounds": 1,
-                "budgets": (128, 512), "simulate_table": False}
+                "budgets": (128, 512), "simulate_table": False, "precision": 0.1}
     return {"replications": 8, "horizon_s": 400.0, "boundary_points": 6, "boundary_rounds": 2,
-            "budgets": (128, 256, 512, 1024), "simulate_table": True}
+            "budgets": (128, 256, 512, 1024), "simulate_table": True, "precision": 0.02}
 
 
 def policy_table(model: fl.Model, policies: Sequence[str], *, quick: bool = False, seed: int = 0,
@@ -379,7 +379,7 @@ def policy_table(model: fl.Model, policies: Sequence[str], *, quick: bool = Fals
     s = capacity_settings(quick)
     return fl.policy_capacity_table(model, tuple(policies), replications=s["replications"], seed=seed,
                                     horizon_s=s["horizon_s"], boundary_points=s["boundary_points"],
-                                    boundary_rounds=s["boundary_rounds"],
+                                    boundary_rounds=s["boundary_rounds"], precision=s["precision"],
                                     simulate=s["simulate_table"] if simulate is None else simulate)
 
 
