@@ -105,3 +105,30 @@ def test_random_models_claims_hold(seed):
     m = random_model(seed)
     row = check_model(m, label=f"random-{seed}", batches=1500, seed=seed)
     assert row.ok, (m, [c.to_dict() for c in row.failures])
+
+
+def test_network_resident_row_and_policy_capacity_only_when_feed_forward():
+    from fluidllm.model.io import loads_model
+
+    net = loads_model("""
+[engines.e1]
+token_budget = 512
+max_resident_requests = 8
+policy = "sarathi"
+batch_time = { preset = "codellama-34b-a100" }
+[workflows.A]
+arrival = { kind = "poisson", rate_per_s = 1.0 }
+[[workflows.A.calls]]
+id = "c"
+engine = "e1"
+prefill = { kind = "deterministic", value = 100 }
+decode  = { kind = "deterministic", value = 100 }
+""")
+    c = capacity(net)
+    single = capacity(regression_model("item2-resident-cap"))
+    assert c.max_scale == pytest.approx(single.max_scale, rel=1e-6)        # the same resident row
+    assert c.engines["e1"].binding == "resident_requests"
+    rs = capacity(__import__("fluidllm").load_model("examples/networks/rybko_stolyar.toml"))
+    assert rs.policy_max_scale is None and "Rybko" in rs.policy_note     # cyclic: no analytic policy value
+    dag = capacity(__import__("fluidllm").load_model("examples/networks/dag.toml"))
+    assert dag.policy_max_scale == pytest.approx(dag.max_scale)          # feed-forward, b0 | b_max
