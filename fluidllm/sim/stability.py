@@ -10,6 +10,10 @@ Beside it, for work-conserving policies on the paper's model (token-count batch 
 resident or KV cap), the fluid oracle: the backlog grows at max(0, λ(m_p + m_d) − b_max/t(b_max))
 tokens/s (Li, Dai, Peng, arXiv 2504.07347, Thm 2; a work-conserving batch holds b_max tokens while
 there is backlog, so b_max/t(b_max) — which equals μ* = max_n n/t(n) when b0 | b_max — is the rate).
+Where it applies, the oracle's slope is also the verdict's reference slope: a STABLE verdict then
+needs the simulated slope's upper bound below a positive fluid slope, so that a load above capacity,
+however slightly, is called STABLE with probability <= α/2 per look (``fluid_oracle=False`` gives
+the backlog-only test).
 """
 from __future__ import annotations
 
@@ -115,21 +119,30 @@ class StabilityResult:
                 f"tokens/s [{lo:.4g}, {hi:.4g}]  fluid {fl}  ({self.horizons_s[-1]:g} s x {self.replications})")
 
 
-def _verdict_of(sim: SimResult, rows: np.ndarray, offered: float, alpha: float, tolerance: float) -> Verdict:
+def _verdict_of(sim: SimResult, rows: np.ndarray, offered: float, alpha: float, tolerance: float,
+                reference: float | None = None) -> Verdict:
     back = sim.series_backlog_tokens[rows].astype(float)
-    return backlog_verdict(sim.grid_ms, back, offered_tokens_per_s=offered, alpha=alpha, tolerance=tolerance)
+    return backlog_verdict(sim.grid_ms, back, offered_tokens_per_s=offered, alpha=alpha, tolerance=tolerance,
+                           reference_slope_tokens_per_s=reference)
 
 
 def stability(model: Model, *, load: float = 1.0, replications: int = 16, horizon_s: float | None = None,
               seed: int = 0, engine: str | None = None, backend: str = "numpy", alpha: float = 0.01,
-              tolerance: float = 0.02, extensions: int = 2, max_memory_mb: float = 4096.0) -> StabilityResult:
+              tolerance: float = 0.02, extensions: int = 2, max_memory_mb: float = 4096.0,
+              fluid_oracle: bool = True) -> StabilityResult:
     """Is ``engine`` stable at ``load`` × the model's arrival rates?
 
     Simulates ``replications`` runs from empty (default horizon from the model's time scales) and
     applies :func:`~fluidllm.sim.verdict.backlog_verdict` (α: error rate of a wrong definite
-    verdict; tolerance: growth below tolerance × offered tokens/s counts as none). INCONCLUSIVE
-    doubles the horizon up to ``extensions`` times. Replications that reach the memory cap
-    (diverged) make the verdict UNSTABLE only if the others' backlog grows too; else INCONCLUSIVE.
+    verdict at each look; tolerance: growth slower than tolerance × offered tokens/s is not called
+    UNSTABLE, but significant growth is never called STABLE). Where the fluid oracle applies
+    (:func:`fluid_slope_tokens_per_s` is not None) and ``fluid_oracle`` is true, its growth rate is
+    the verdict's reference slope: STABLE then also needs the simulated slope's upper bound below a
+    positive fluid slope, so above capacity P(false STABLE) <= α/2 per look at every load.
+    INCONCLUSIVE doubles the horizon up to ``extensions`` times: with k = 1 + extensions looks the
+    error rates are at most k times those of one look (union bound). Replications that reach the
+    memory cap (diverged) make the verdict UNSTABLE only if the others' backlog grows too; else
+    INCONCLUSIVE.
 
     Raises:
         ModelError: bad arguments, named.
@@ -142,13 +155,17 @@ def stability(model: Model, *, load: float = 1.0, replications: int = 16, horizo
     require(offered > 0, "load", load, "must give a positive offered load (every arrival rate is 0)")
     H = (finite_number(horizon_s, "horizon_s", minimum=0, strict=True) * 1000.0 if horizon_s is not None
          else _horizon_ms(eng, workloads, load))
+    require(isinstance(fluid_oracle, bool), "fluid_oracle", fluid_oracle, "must be True or False")
+    fluid = fluid_slope_tokens_per_s(eng, workloads, load)
+    reference = fluid if fluid_oracle else None
     horizons = []
     for attempt in range(extensions + 1):
         sim = simulate(model, replications=R, horizon_s=H / 1000.0, seed=seed, load=load, engine=eng.name,
                        backend=backend, max_memory_mb=max_memory_mb)
         horizons.append(H / 1000.0)
         ok = ~sim.diverged
-        v = _verdict_of(sim, np.flatnonzero(ok) if ok.sum() >= 2 else np.arange(R), offered, alpha, tolerance)
+        v = _verdict_of(sim, np.flatnonzero(ok) if ok.sum() >= 2 else np.arange(R), offered, alpha, tolerance,
+                        reference)
         verdict, reason = v.verdict, v.reason
         n_div = int(sim.diverged.sum())
         if n_div and verdict != "UNSTABLE":
@@ -160,7 +177,7 @@ def stability(model: Model, *, load: float = 1.0, replications: int = 16, horizo
     return StabilityResult(
         engine=eng.name, policy=eng.policy.name, work_conserving=eng.policy.work_conserving, load=load,
         verdict=verdict, slope_tokens_per_s=v.slope_tokens_per_s, slope_interval=tuple(v.slope_interval),
-        fluid_slope_tokens_per_s=fluid_slope_tokens_per_s(eng, workloads, load), offered_tokens_per_s=offered,
+        fluid_slope_tokens_per_s=fluid, offered_tokens_per_s=offered,
         reason=reason, test=v.test, replications=R, seed=seed, horizons_s=tuple(horizons), diverged=n_div,
         details=v, sim=sim)
 
@@ -194,8 +211,9 @@ def _boundary_point(args: tuple[Any, ...]) -> tuple[float, str, float]:
     sim = simulate(model, replications=R, horizon_s=H / 1000.0, seed=seed, engine=eng_name, backend=backend,
                    load=x, max_memory_mb=max_memory_mb)
     ok = ~sim.diverged
+    eng, _ = pick_engine(model, eng_name)
     v = _verdict_of(sim, np.flatnonzero(ok) if ok.sum() >= 2 else np.arange(R), offered_tokens_per_s(workloads, x),
-                    alpha, tolerance)
+                    alpha, tolerance, fluid_slope_tokens_per_s(eng, workloads, x))
     verdict = v.verdict if (v.verdict == "UNSTABLE" or not sim.diverged.any()) else "INCONCLUSIVE"
     return float(x), verdict, v.slope_tokens_per_s
 
@@ -208,7 +226,9 @@ def stability_boundary(model: Model, *, lo: float = 0.5, hi: float = 1.5, points
 
     Each round tries ``points`` loads evenly spaced in [lo, hi], ``replications`` runs each, takes a
     verdict per load (as :func:`stability`, without horizon extensions), and narrows the bracket to
-    the largest STABLE load and the smallest UNSTABLE load above it; INCONCLUSIVE loads stay inside.
+    the largest STABLE load and the smallest UNSTABLE load above it; INCONCLUSIVE loads stay inside
+    (near-critical loads, with significant growth below the tolerance, are INCONCLUSIVE, and where
+    the fluid oracle applies its growth rate is each load's reference slope, as in :func:`stability`).
     While no load has been found STABLE, the next round reaches down to lo / points. Every load of a round uses the same seed (common random numbers), and each load is its own
     vectorized run: batching loads together would make every light replication pay for the queue
     arrays of the overloaded ones. ``workers`` processes run the loads of a round in parallel (the

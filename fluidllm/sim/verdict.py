@@ -16,32 +16,67 @@ sixths. Let M1, M2, M3 be the means over the three thirds and H the horizon:
 * window slopes     h_k = (m_{k+1} - m_k) / (H/6) between consecutive sixths 3..6.
 
 Each is computed per replication and turned into a two-sided (1 - α) Student-t interval across
-the R replications (t quantile with R - 1 degrees of freedom; each bound is a one-sided test at
-level α/2). With δ·offered the tolerance in tokens/s:
+the R replications (t quantile q with R - 1 degrees of freedom; each bound is a one-sided test at
+level α/2). With δ·offered the tolerance in tokens/s, and s_f an optional *reference slope* (the
+fluid oracle's growth rate where the caller has one, e.g. Theorem 2 for a work-conserving engine):
 
 * UNSTABLE iff lower(s) > δ·offered and lower(D) > 0: the backlog grows faster than the
   tolerance, and the growth is not slowing (a stable system still warming up, B ≈ L(1-e^{-t/τ}),
   has s/g1 = e^{-H/(3τ)} < θ once H > 0.86 τ, and a driftless queue, B ~ √t, has s/g1 ≈ 0.65).
-* STABLE iff the intervals of s and of the three window slopes h_3, h_4, h_5 all lie inside
-  (-δ·offered, +δ·offered): the level is flat over the last two thirds, window by window, so a
-  path that is still rising, still draining or swinging between peaks is not STABLE.
-* INCONCLUSIVE otherwise, with the reason.
+* STABLE iff all three hold:
+  (a) *bounded*: the intervals of s and of the three window slopes h_3, h_4, h_5 lie inside
+      (-δ·offered, +δ·offered): the level is flat over the last two thirds, window by window, so
+      a path still rising fast, still draining or swinging between peaks is not STABLE;
+  (b) *no growth detected*: the lower bounds of s and of h_3, h_4, h_5 are all <= 0. Growth that
+      is significant is growth, however small against the tolerance: the tolerance can make a
+      verdict undecided, it never turns detected growth into STABLE;
+  (c) *reference growth excluded*: where s_f > 0 is given, upper(s) < s_f (the data reject the
+      growth the oracle predicts).
+* INCONCLUSIVE otherwise, with the reason. Significant growth below the tolerance, and a reference
+  growth the data do not exclude, are reported as *near-critical*.
 
-Error rates (intersection-union tests, for the window statistics of the simulated horizon): a
-false UNSTABLE needs s <= δ·offered or s <= θ·g1 and yet both lower bounds beyond, so it has
-probability <= α/2; a false STABLE needs some |s|, |h_k| >= δ·offered inside its interval, also
-<= α/2. The two verdicts exclude each other; any wrong definite verdict has probability <= α
-(Bonferroni over the two). The intervals assume the per-replication statistics are roughly normal
-(window means are averages, so the CLT helps); with R < 4 they are very wide, and the reason says so.
+Error rates, for the window statistics of the simulated horizon, exact when the per-replication
+statistics are normal (window means are averages, so the CLT helps; with R < 4 the intervals are
+very wide and the reason says so). Let σ_s be the standard error of s.
+
+* False UNSTABLE: needs s <= δ·offered or s <= θ·g1 and yet both lower bounds beyond, so it has
+  probability <= α/2 (intersection-union).
+* False STABLE against growth at or above the tolerance (a true s or h_k >= δ·offered): that
+  statistic's upper bound must still fall below δ·offered, probability <= α/2 (intersection-union
+  over (a)).
+* False STABLE with a reference slope s_f > 0 that is the true fluid growth rate: the late slope
+  of the mean backlog from empty is then about s_f (at least s_f for a reflected random walk:
+  reflection only adds), so (c) gives probability <= α/2 at *every* positive growth rate,
+  near-critical overloads included.
+* False STABLE against growth 0 < s < δ·offered without a reference: (b) requires the growth to
+  go undetected, probability P(lower(s) <= 0) ≈ Φ(q - s/σ_s) — at most α/2 once s >= 2q·σ_s. So
+  STABLE excludes, at α/2, every growth rate above min(δ·offered, 2q·σ_s), and upper(s) (which (b)
+  keeps <= 2q·σ_s) is the growth it excludes, stated in the reason. For linear growth σ_s falls
+  like H^{-1/2}: in the limit of long horizons P(false STABLE) <= α/2 at any positive rate.
+* Limit, critical and barely overloaded loads without a reference: in the diffusion regime
+  (exactly critical load, or overloaded by so little that s·√H is small against the noise) the
+  level grows like √t and the per-replication slope has mean/sd ≈ 0.48 whatever H (a driftless
+  reflected random walk), so (b) detects the growth with probability only about
+  P(t'_{R-1}(0.48√R) > q) ≈ 0.19 at R = 16, 0.50 at R = 32, 0.88 at R = 64 (α = 0.01; noncentral
+  t): STABLE remains possible there, and only a reference slope, or R of about 120, rules it out
+  at α/2.
+* The two definite verdicts exclude each other; any wrong definite verdict has probability <= α
+  (Bonferroni over the two). A caller that re-runs INCONCLUSIVE cases on longer horizons (k looks
+  in all) has at most k times these rates (union bound). ``benchmarks/verdict_calibration.py``
+  measures the rates at loads 0.95-1.05 of known capacities.
+
+Power: on a stationary path (true slopes 0) each lower bound in (b) exceeds 0 with probability
+α/2, so (b) costs STABLE at most 4·α/2 = 2α against (a) alone. A stable system still settling
+over the last two thirds (relaxation time not small against H/3) shows significant growth and is
+INCONCLUSIVE until the horizon grows.
 
 Limits: a stable transient whose time constant exceeds ~1.2 H looks like linear growth in any
 window (the persistence test only covers τ <= H/0.86), and an oscillation whose cycle is longer
 than a sixth of the horizon can make the persistence test fail (INCONCLUSIVE, never STABLE while
 the peaks still climb). Power: the persistence signal is (1 − θ)·s, so UNSTABLE needs the slope
-measured to ~13 standard errors; a slight overload (s of a few δ·offered) stays INCONCLUSIVE
-until the horizon or R grows. At exactly critical load the level grows like √t, whose slope falls
-below δ·offered over long horizons: then STABLE is the verdict the tolerance asks for. Simulate
-at least :func:`recommended_horizon_ms`.
+measured to ~13 standard errors; an overload with s a few times δ·offered stays INCONCLUSIVE
+until the horizon or R grows, and one with s below δ·offered stays INCONCLUSIVE (near-critical)
+however long the horizon. Simulate at least :func:`recommended_horizon_ms`.
 """
 from __future__ import annotations
 
@@ -95,6 +130,12 @@ class Verdict:
         window_slopes_tokens_per_s: slopes between consecutive sixth-window means (tokens/s).
         window_slope_intervals: their (1 − alpha) t-intervals; the last three decide STABLE.
         standard_error_tokens_per_s: the standard error of the slope across replications.
+        growth_significant: whether the lower bound of the late slope or of a late window slope
+            is > 0 (detected growth: never STABLE).
+        reference_slope_tokens_per_s: the reference (fluid oracle) growth rate the test was given,
+            or None (tokens/s).
+        resolution_tokens_per_s: min(tolerance, 2·q·SE): growth at or above it gets STABLE with
+            probability about <= alpha/2 (tokens/s; q the t quantile, SE the standard error).
     """
 
     verdict: str
@@ -116,6 +157,9 @@ class Verdict:
     window_slopes_tokens_per_s: tuple[float, ...]
     window_slope_intervals: tuple[tuple[float, float], ...]
     standard_error_tokens_per_s: float
+    growth_significant: bool = False
+    reference_slope_tokens_per_s: float | None = None
+    resolution_tokens_per_s: float | None = None
 
     @property
     def relative_slope(self) -> float:
@@ -137,6 +181,9 @@ class Verdict:
             "window_slopes_tokens_per_s": [_num(v) for v in self.window_slopes_tokens_per_s],
             "window_slope_intervals": [[_num(a), _num(b)] for a, b in self.window_slope_intervals],
             "standard_error_tokens_per_s": _num(self.standard_error_tokens_per_s),
+            "growth_significant": bool(self.growth_significant),
+            "reference_slope_tokens_per_s": _num(self.reference_slope_tokens_per_s),
+            "resolution_tokens_per_s": _num(self.resolution_tokens_per_s),
         }
 
 
@@ -185,20 +232,26 @@ def _validate(times_ms: Any, backlog: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def backlog_verdict(times_ms: np.ndarray, backlog: np.ndarray, *, offered_tokens_per_s: float,
                     alpha: float = 0.01, tolerance: float = 0.02,
-                    min_growth_ratio: float = MIN_GROWTH_RATIO) -> Verdict:
+                    min_growth_ratio: float = MIN_GROWTH_RATIO,
+                    reference_slope_tokens_per_s: float | None = None) -> Verdict:
     """The stability verdict on R replications of the backlog (tokens) on a time grid (ms).
 
     ``times_ms`` (G,) is strictly increasing, with t_0 the start from an empty system; ``backlog``
-    (R, G) holds B_r(t_g). The backlog counts as growing when its slope exceeds
-    ``tolerance`` · ``offered_tokens_per_s``; ``alpha`` bounds the probability of a wrong STABLE or
-    UNSTABLE (each <= alpha/2); ``min_growth_ratio`` is θ of the persistence test. The test, its
-    error rates and its limits are in the module docstring. Deterministic (no randomness).
+    (R, G) holds B_r(t_g). UNSTABLE needs growth above ``tolerance`` · ``offered_tokens_per_s``
+    that is not slowing; STABLE needs the level bounded within that tolerance *and* no significant
+    growth at all (the tolerance never turns detected growth into STABLE) *and*, where
+    ``reference_slope_tokens_per_s`` (tokens/s, >= 0: a fluid oracle's predicted growth, e.g.
+    :func:`fluidllm.sim.stability.fluid_slope_tokens_per_s`) is positive, the data excluding that
+    growth. ``alpha`` bounds the probability of a wrong STABLE or UNSTABLE (each <= alpha/2, in the
+    cases and limits the module docstring states); ``min_growth_ratio`` is θ of the persistence
+    test. Deterministic (no randomness).
 
     Raises:
         ModelError: times_ms not 1-D, fewer than MIN_GRID_POINTS points, not finite, not
             strictly increasing or with a step over 1/12 of the horizon; backlog not of shape
             (R, G), R < 2, or not finite; offered rate <= 0; alpha outside (0, 0.5];
-            tolerance outside (0, 1]; min_growth_ratio outside (0, 1).
+            tolerance outside (0, 1]; min_growth_ratio outside (0, 1); reference slope < 0 or
+            not finite.
     """
     t, b = _validate(times_ms, backlog)
     offered = finite_number(offered_tokens_per_s, "offered_tokens_per_s", minimum=0.0, strict=True)
@@ -208,6 +261,8 @@ def backlog_verdict(times_ms: np.ndarray, backlog: np.ndarray, *, offered_tokens
     require(tolerance <= 1.0, "tolerance", tolerance, "must be in (0, 1]")
     theta = finite_number(min_growth_ratio, "min_growth_ratio", minimum=0.0, strict=True)
     require(theta < 1.0, "min_growth_ratio", theta, "must be in (0, 1)")
+    ref = (None if reference_slope_tokens_per_s is None else
+           finite_number(reference_slope_tokens_per_s, "reference_slope_tokens_per_s", minimum=0.0))
 
     R = b.shape[0]
     horizon = float(t[-1] - t[0])
@@ -232,24 +287,32 @@ def backlog_verdict(times_ms: np.ndarray, backlog: np.ndarray, *, offered_tokens
     ratio = s / g1 if g1 > 0 else None
 
     late = h_iv[2:]                                         # sixths 3..6: the last two thirds
-    flat = (-tol < s_lo and s_hi < tol) and all(-tol < lo and hi < tol for _, lo, hi, _ in late)
+    bounded = (-tol < s_lo and s_hi < tol) and all(-tol < lo and hi < tol for _, lo, hi, _ in late)
+    late_lo = max(lo for _, lo, _, _ in late)
+    rising = s_lo > 0 or late_lo > 0                        # significant growth, slope or a window
+    ref_open = ref is not None and ref > 0 and not s_hi < ref  # the oracle's growth is not excluded
     growing = s_lo > tol
     persistent = d_lo > 0
 
     conf = f"{1 - alpha:.0%}" if round(100 * (1 - alpha), 6).is_integer() else f"{1 - alpha:.1%}"
     rel = f"{s / offered:+.1%} of offered"
     ci = f"{conf} CI {s_lo:.4g} to {s_hi:.4g}"
+    tol_txt = f"{tol:.4g} tokens/s ({tolerance:.1%} of offered)"
     if growing and persistent:
         verdict = "UNSTABLE"
         reason = (f"The backlog grows by {s:.4g} tokens/s ({rel}; {ci}) over the last third of the horizon, "
                   f"above the tolerance of {tol:.4g} tokens/s, and the growth is not slowing "
                   f"(last-third growth {ratio if ratio is not None else float('inf'):.2f}× the middle third's, "
                   f"above {theta:g}).")
-    elif flat:
+    elif bounded and not rising and not ref_open:
         verdict = "STABLE"
-        reason = (f"The backlog is flat after warm-up: its growth over the last two thirds of the horizon, "
-                  f"window by window, is within ±{tol:.4g} tokens/s ({tolerance:.1%} of offered) with {conf} "
-                  f"confidence (slope {s:.4g} tokens/s, {ci}).")
+        excl = f"{max(s_hi, 0.0):.4g}"
+        ref_txt = (f", and below the fluid oracle's predicted growth of {ref:.4g} tokens/s"
+                   if ref is not None and ref > 0 else "")
+        reason = (f"The backlog is flat after warm-up: no significant growth (slope {s:.4g} tokens/s, {ci}; "
+                  f"growth above {excl} tokens/s is excluded at {alpha / 2:g}{ref_txt}), and over the last two "
+                  f"thirds of the horizon, window by window, it stays within ±{tol_txt} with {conf} "
+                  f"confidence.")
     else:
         verdict = "INCONCLUSIVE"
         if growing and ratio is not None and ratio < theta:
@@ -261,6 +324,22 @@ def backlog_verdict(times_ms: np.ndarray, backlog: np.ndarray, *, offered_tokens
             reason = (f"The backlog is growing ({s:.4g} tokens/s, {rel}) but too noisily to rule out a slowing, "
                       f"settling transient (last-third growth {rtxt} the middle third's, not significantly "
                       f"above {theta:g}): simulate longer or more replications.")
+        elif rising and s_hi < tol:
+            where = (f"growth {s:.4g} tokens/s [{s_lo:.4g}, {s_hi:.4g}] is significant" if s_lo > 0 else
+                     f"the growth between late sixth-windows is significant (a lower bound of {late_lo:.4g} "
+                     f"tokens/s > 0; slope {s:.4g} tokens/s, {ci})")
+            reason = (f"Near-critical: {where} but below the tolerance of {tol_txt}: too slow to call UNSTABLE, "
+                      f"and growth is not excluded, so not STABLE. The load is at or just above capacity, or "
+                      f"the system is still settling: simulate longer or more replications.")
+        elif rising:
+            reason = (f"The backlog grows significantly ({s:.4g} tokens/s, {ci}; a lower bound above 0) at a "
+                      f"rate that cannot be told apart from the tolerance of {tol_txt}: simulate longer or more "
+                      f"replications.")
+        elif bounded and ref_open:
+            reason = (f"Near-critical: the fluid oracle predicts growth of {ref:.4g} tokens/s, which the "
+                      f"simulated slope {s:.4g} tokens/s ({ci}) does not exclude, though no growth is "
+                      f"detected: the load is at or just above capacity. Growth that slow cannot be told "
+                      f"apart from a flat backlog at this horizon: simulate longer or more replications.")
         elif s_hi < tol and s_lo > -tol:
             lo = min(iv[1] for iv in late)
             hi = max(iv[2] for iv in late)
@@ -272,18 +351,24 @@ def backlog_verdict(times_ms: np.ndarray, backlog: np.ndarray, *, offered_tokens
                       f"simulate a longer horizon.")
         else:
             reason = (f"The growth rate {s:.4g} tokens/s ({ci}) cannot be told apart from the tolerance of "
-                      f"±{tol:.4g} tokens/s ({tolerance:.1%} of offered): simulate longer or more replications.")
+                      f"±{tol_txt}: simulate longer or more replications.")
     if R < 4:
         reason = reason[:-1] + f" (only {R} replications: the intervals are very wide; use R >= 8)."
     elif s_se == 0.0:
         reason = reason[:-1] + " (the replications' slopes are identical: the interval shows no sampling error)."
 
+    ref_rule = (f" and upper bound of the late slope < the reference growth {ref:.4g} tokens/s"
+                if ref is not None and ref > 0 else "")
     test = (f"window-mean t-tests over R={R} replications (sixths of the horizon, first third discarded): "
             f"UNSTABLE iff lower {conf} bound of the late slope > {tolerance:g}·offered and of "
             f"(late slope − {theta:g}·early slope) > 0; STABLE iff the {conf} intervals of the late slope "
-            f"and of the three late sixth-window slopes lie within ±{tolerance:g}·offered; each bound "
-            f"one-sided at α/2={alpha / 2:g}, so P(false UNSTABLE) <= {alpha / 2:g} and P(false STABLE) <= "
-            f"{alpha / 2:g} (intersection-union), overall <= α={alpha:g} (Bonferroni).")
+            f"and of the three late sixth-window slopes lie within ±{tolerance:g}·offered, none of their "
+            f"lower bounds is > 0 (no significant growth){ref_rule}; each bound one-sided at "
+            f"α/2={alpha / 2:g}: P(false UNSTABLE) <= {alpha / 2:g}; P(false STABLE) <= {alpha / 2:g} "
+            f"against growth >= the tolerance (intersection-union)"
+            + (" or at the reference rate" if ref is not None and ref > 0 else "")
+            + f", and against slower growth once it exceeds ~2·q·SE = {2 * q * s_se:.4g} tokens/s (STABLE "
+            f"needs it undetected); overall <= α={alpha:g} (Bonferroni).")
     return Verdict(
         verdict=verdict, slope_tokens_per_s=s, slope_interval=(s_lo, s_hi), reason=reason, test=test, alpha=alpha,
         tolerance=tolerance, replications=R, horizon_ms=horizon, offered_tokens_per_s=offered,
@@ -293,6 +378,9 @@ def backlog_verdict(times_ms: np.ndarray, backlog: np.ndarray, *, offered_tokens
         window_slopes_tokens_per_s=tuple(iv[0] for iv in h_iv),
         window_slope_intervals=tuple((iv[1], iv[2]) for iv in h_iv),
         standard_error_tokens_per_s=s_se,
+        growth_significant=bool(rising),
+        reference_slope_tokens_per_s=ref,
+        resolution_tokens_per_s=min(tol, 2 * q * s_se),
     )
 
 
