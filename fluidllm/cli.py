@@ -43,7 +43,8 @@ def cmd_capacity(a: argparse.Namespace) -> int:
     if a.policy is not None:
         from .capacity.policy import policy_capacity
 
-        pc = policy_capacity(m, a.policy, engine=a.engine, replications=a.replications, seed=a.seed)
+        pc = policy_capacity(m, a.policy, engine=a.engine, replications=a.replications, seed=a.seed,
+                             precision=a.precision, progress=not a.quiet)
         d["policy"] = pc.to_dict()
     iv = None
     if a.profile_fit:
@@ -279,12 +280,17 @@ def cmd_check(a: argparse.Namespace) -> int:
 
 
 def cmd_check_policy(a: argparse.Namespace) -> int:
+    """Exit 0: rules hold and the work-conservation claim agrees; 1: a finding (an invariant fails or
+    the claim is wrong; the capacity is still reported); 2: bad input (ModelError, one line)."""
     from .testing.report import check_policy
 
+    if a.max_examples is not None and a.max_examples < 0:
+        raise ModelError("--max-examples", a.max_examples, "must be an integer >= 0")
+    kw = {} if a.max_examples is None else {"max_examples": a.max_examples}
     res = check_policy(a.target, a.model, engine=a.engine, replications=a.replications, seed=a.seed,
-                       max_examples=a.max_examples, capacity=not a.no_capacity, horizon_s=a.horizon_s)
+                       capacity=not a.no_capacity, horizon_s=a.horizon_s, **kw)
     _emit(res.to_dict(), a.json, res.text)
-    return 0 if res.ok else 1
+    return res.exit_code
 
 
 def _names(text: str | None, field: str) -> list[str] | None:
@@ -324,7 +330,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--policy", help="also the capacity of this policy (analytic where theory gives it, "
                                     "else the simulator's stability boundary) and its loss")
     s.add_argument("--engine", help="the engine for --policy (needed when the model has several)")
-    s.add_argument("--replications", type=int, default=8, help="replications per load for a simulated boundary")
+    s.add_argument("--replications", type=int, default=8,
+                   help="fewest replications per load for a simulated bracket (the search adds more as its noise needs)")
+    s.add_argument("--precision", type=float, default=0.02,
+                   help="width of a simulated bracket as a fraction of its midpoint (default 0.02)")
+    s.add_argument("--quiet", action="store_true", help="no progress lines on stderr for a simulated bracket")
     s.add_argument("--seed", type=int, default=0, help="seed for a simulated boundary")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     from .calibrate.uncertainty import add_interval_arguments
@@ -388,15 +398,22 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_stability)
 
     s = sub.add_parser("check-policy", help="judge a scheduling policy: engine rules, work conservation "
-                                            "(minimal counterexample), capacity vs the work-conserving bound")
+                                            "(minimal counterexample), capacity vs the work-conserving bound",
+                       epilog="exit status: 0 the rules hold and the work_conserving claim (if any) agrees; 1 a "
+                              "finding (an invariant fails or the claim is wrong; the capacity is still reported); "
+                              "2 bad input")
     s.add_argument("target", help="file.py:Class, module:Class, or a built-in policy name")
-    s.add_argument("--model", help="model TOML file for the capacity (default: a small built-in model)")
+    s.add_argument("--model", help="model TOML file: the policy is judged on its engine's states (budget, caps, "
+                                   "KV limit, length laws) and its capacity computed there (default: judged on "
+                                   "every engine up to real scale, capacity on a small built-in model)")
     s.add_argument("--engine", help="the engine whose policy is replaced (needed when the model has several)")
     s.add_argument("--replications", type=int, default=8, help="replications per load for a simulated boundary")
     s.add_argument("--horizon-s", type=float, default=None,
                    help="simulated seconds per run (default: chosen from the model's time scales)")
     s.add_argument("--seed", type=int, default=0, help="seed of the state searches and the simulations")
-    s.add_argument("--max-examples", type=int, default=1000, help="states tried by the work-conservation search")
+    s.add_argument("--max-examples", type=int, default=None,
+                   help="random states of the work-conservation search, besides the structured and exhaustive "
+                        "ones (default 400; the invariants get a third)")
     s.add_argument("--no-capacity", action="store_true", help="skip the capacity (no simulation)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_check_policy)

@@ -1,5 +1,6 @@
 """fluidllm.testing: the policy checks on every built-in (the right classification, the minimal
-counterexamples), on broken plug-ins, the user example as a user runs it, and `fluidllm check-policy`."""
+counterexamples), on broken plug-ins, the user example as a user runs it, and `fluidllm check-policy`.
+(The envelope, reachability, real-scale cases and brute force: tests/test_judge.py.)"""
 from __future__ import annotations
 
 import json
@@ -15,8 +16,8 @@ from hypothesis import given, settings
 import fluidllm as fl
 from fluidllm.cli import main
 from fluidllm.sim.reference import check_plan
-from fluidllm.testing import (check_invariants, check_matches, check_policy, check_work_conserving,
-                              strategies)
+from fluidllm.testing import (DEFAULT_ENVELOPE, as_policy, check_invariants, check_matches, check_policy,
+                              check_work_conserving, strategies, unreachable)
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTINS = ["fastertransformer", "fastertransformer-static", "vllm", "orca", "sarathi", "kfcfs", "vllm-v1"]
@@ -105,7 +106,10 @@ def test_non_work_conserving_builtins_get_the_minimal_counterexample(name: str) 
 def test_work_conserving_builtins_pass(name: str) -> None:
     r = check_work_conserving(name, max_examples=150)
     assert r.work_conserving and r.declared is True and r.counterexample is None
-    assert r.examples == 11816 + 150                   # every tiny state, then the hypothesis budget
+    s = r.search          # every state of the corner, the structured ones, then the hypothesis budget
+    assert s.exhaustive == 11816 and s.structured > 1000 and s.random == 150 and r.examples == s.total
+    assert s.max_requests >= 4097 and s.max_budget == 4096 and min(s.with_k_max, s.with_kv, s.with_resident_cap) > 0
+    assert "every reachable state" in r.summary() and "structured" in r.summary()
 
 
 def test_a_chunk_cap_breaks_work_conservation() -> None:
@@ -152,12 +156,14 @@ def test_policy_objects_specs_and_names_are_all_accepted(plugfile: Path) -> None
 
 
 @settings(max_examples=60, deadline=None)
-@given(strategies.views(k_max=True, kv=True, resident_cap=True, static_group=True))
+@given(strategies.states(DEFAULT_ENVELOPE.for_policy(as_policy("fastertransformer-static"))))
 def test_generated_views_are_states_the_engine_can_show(view) -> None:
     ids = [r.id for r in view.requests]
     assert ids == sorted(set(ids)) and all(r.arrival_index == r.id for r in view.requests)
     assert all(r.prefill_left + r.decode_left > 0 and (r.running or r.prefill_left > 0) for r in view.requests)
-    assert view.kv_capacity_tokens >= view.kv_free_tokens >= 0 and view.static_group <= set(ids)
+    assert all(r.running == (r.kv_tokens > 0) for r in view.requests) and view.static_group <= set(ids)
+    assert view.kv_capacity_tokens is None or view.kv_capacity_tokens >= view.kv_free_tokens >= 0
+    assert unreachable(view, DEFAULT_ENVELOPE.for_policy(as_policy("fastertransformer-static"))) is None
     check_plan(view, {})
 
 
@@ -231,5 +237,7 @@ def test_check_policy_keeps_the_params_the_model_gives_its_plugin() -> None:
     assert res.policy == "decode-first(prefill_cap=128)" and res.target.options["params"] == {"prefill_cap": 128}
     ce = res.work_conserving.counterexample
     assert not res.work_conserving.ok and res.ok                 # not work-conserving, and it says so
-    assert ce.view.token_budget == 129 and ce.batch_tokens == 128
-    assert res.to_dict()["max_scale"] is None
+    # judged on the model's engine (b_max 512, 129-token prompts): one prompt alone gets 128 tokens
+    assert ce.view.token_budget == 512 and [q.prefill_left for q in ce.view.requests] == [129]
+    assert ce.batch_tokens == 128
+    assert res.to_dict()["max_scale"] is None and res.exit_code == 0

@@ -17,7 +17,11 @@ from __future__ import annotations
 
 class VLLMV1Defaults:
     name = "vllm-v1-defaults"
-    work_conserving = True    # K-FCFS over running requests, then chunked prefills: fills the budget
+    # Not work-conserving as a plug-in: its max_num_seqs cap sits inside plan(), so with 128 running
+    # decoders and a waiting prompt a batch holds 128 tokens where the budget and the demand allow more
+    # (fluidllm check-policy finds that state). The built-in vllm-v1 puts the cap on admission
+    # (max_resident_requests), where the engine, not the rule, limits the batch.
+    work_conserving = False
 
     def __init__(self, max_num_batched_tokens: int = 2048, max_num_seqs: int = 128) -> None:
         self.max_tokens = max_num_batched_tokens

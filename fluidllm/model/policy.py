@@ -99,6 +99,8 @@ class PolicySpec:
             from ..policies.plugin import declared_work_conserving, policy_object
 
             return bool(declared_work_conserving(policy_object(self)))
+        if self.name == "priority":       # class by class with the inner rule: as work-conserving as it
+            return PolicySpec(self.options.get("inner", "kfcfs")).work_conserving
         # a prefill chunk cap below the budget leaves it part-empty with one long prompt resident
         return POLICIES[self.name][0] and self.options.get("chunk_size") is None
 

@@ -1,44 +1,68 @@
 """Property checks for scheduling policies: the engine's rules, work conservation, vectorized = scalar.
 
-Each check generates engine states with hypothesis (:mod:`fluidllm.testing.strategies`), derandomised
-from ``seed`` and without an example database, so the same call gives the same answer everywhere.
-When a state breaks the property, hypothesis shrinks it to a minimal one; the check returns a frozen
-report with that counterexample (state + plan, readable), or a pass with the number of states tried.
+Each check judges a policy on the states one engine can reach: the
+:class:`~fluidllm.testing.envelope.Envelope` of a model's engine (``model=``, ``engine=``: its
+budget, caps, KV limit and length laws, nothing it does not have), an envelope given
+(``envelope=``), or :data:`~fluidllm.testing.envelope.DEFAULT_ENVELOPE` (every engine, up to
+real scale). The search, in order:
+
+1. ``exhaustive``: every reachable state of the envelope's corner (b_max up to 3 above its least,
+   at most 3 requests, v_p <= 2, v_d <= 2: :mod:`fluidllm.testing.brute`), smallest first — when
+   the envelope has small budgets;
+2. ``structured``: deterministic extreme states (:func:`~fluidllm.testing.envelope.structured_states`:
+   hundreds of decoders, b_max ± 1, caps ± 1, a huge prompt, a waiting queue of hundreds,
+   demand exactly at the budget, KV at its limit, ...);
+3. ``max_examples`` random states from hypothesis (:func:`fluidllm.testing.strategies.states`),
+   derandomised from ``seed`` and without an example database (same call, same answer).
+
+A failing state is shrunk (hypothesis, then a greedy pass that removes requests, lowers the limits
+and shortens the requests while the state stays reachable and keeps failing) and returned in a
+frozen report with the state and the batch, readable; a pass reports what was searched
+(:class:`SearchStats`: states of each kind, the largest state, the families covered) and the envelope.
 
 ``policy`` is a plug-in object (``name`` and ``plan(view)``, see :mod:`fluidllm.policies.plugin`),
 a :class:`~fluidllm.PolicySpec` (a built-in rule, run through
-:func:`fluidllm.sim.reference.plan_batch`, or ``python``), a built-in policy name, or a plug-in
-target ``"file.py:Class"`` / ``"module:Class"``.
+:func:`fluidllm.sim.reference.plan_batch`; ``priority`` through the network reference's
+class-priority rule with the envelope's class names, or ``python``), a built-in policy name, or a
+plug-in target ``"file.py:Class"`` / ``"module:Class"``.
 
 Work conservation (Li, Dai, Peng, arXiv 2504.07347, eqs. 8–9): with demand Σ_i (p_i + 1{p_i = 0})
 over the resident requests and budget = min(b_max, kv_free_tokens) (the KV free space caps a batch
 like a second token budget, rule K4), the batch holds exactly min(budget, demand) tokens. With a cap
 k_max on requests per batch the paper's definition does not apply as such (Theorem 10); here a batch
 that gives tokens to k_max requests is then accepted whatever its size: the policy must not leave
-budget idle while it still has request slots and demand.
+budget idle while it still has request slots and demand. The engine's own admission cap
+(``max_resident_requests``) is a limit of the engine, not of the policy: demand counts the resident
+requests only.
 """
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from . import _hypothesis  # noqa: F401  (a clear ImportError without hypothesis)
-from hypothesis import HealthCheck, find, settings
+from hypothesis import HealthCheck, Phase, find, settings
 from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 
 from ..errors import ModelError
-from ..model.policy import POLICIES, PolicySpec
+from ..model.policy import PolicySpec
 from ..policies.plugin import PlanViolation, declared_work_conserving, load_policy, plan_with, policy_object
-from ..sim.reference import RequestView, View, plan_batch
-from .strategies import view_batches, views
+from ..sim.reference import REFERENCE_POLICIES, RequestView, View, plan_batch
+from .envelope import Envelope, RequestClass, resolve_envelope, structured_states, unreachable
+from .strategies import states, view_batches
 
 __all__ = ["check_invariants", "check_work_conserving", "check_matches", "as_policy", "Counterexample",
-           "CheckReport", "InvariantsReport", "WorkConservingReport", "MatchReport", "state_dict", "state_text",
-           "batch_tokens", "wc_budget", "tiny_views"]
+           "CheckReport", "InvariantsReport", "WorkConservingReport", "MatchReport", "SearchStats", "state_dict",
+           "state_text", "batch_tokens", "wc_budget", "shrink_state", "DEFAULT_MAX_EXAMPLES"]
 
 Plan = dict[int, tuple[int, int]]
+
+#: Random states per check by default (``fluidllm check-policy``: the work-conservation search;
+#: the invariants get a third). With the structured families this keeps a check of a plug-in on a
+#: real-scale model to a few seconds on one core.
+DEFAULT_MAX_EXAMPLES = 400
 
 
 # ------------------------------------------------------------------------------------ policies
@@ -46,15 +70,26 @@ Plan = dict[int, tuple[int, int]]
 
 class BuiltinPolicy:
     """A built-in rule seen through the plug-in contract: ``plan`` is the reference's scalar rule
-    (:func:`~fluidllm.sim.reference.plan_batch`), ``plan_vectorized`` the simulator's rule."""
+    (:func:`~fluidllm.sim.reference.plan_batch`; ``priority``:
+    :func:`~fluidllm.sim.network_reference.plan_priority`, its ``order`` naming classes of
+    ``class_names``), ``plan_vectorized`` the simulator's rule; ``work_conserving`` the library's claim
+    (:attr:`fluidllm.PolicySpec.work_conserving`)."""
 
-    def __init__(self, spec: PolicySpec) -> None:
+    def __init__(self, spec: PolicySpec, class_names: Iterable[str] = ()) -> None:
         self.spec = spec
         self.name = spec.name + ("" if not spec.options else
                                  "(" + ", ".join(f"{k}={v}" for k, v in spec.options.items()) + ")")
-        self.work_conserving = POLICIES[spec.name][0]
+        self.work_conserving = spec.work_conserving
+        names = list(class_names)
+        order = list(dict.fromkeys(spec.flag("order"))) if spec.name == "priority" else []
+        ranked = [names.index(c) for c in order if c in names]
+        self._rank = {k: j for j, k in enumerate(ranked)}
 
     def plan(self, view: View) -> Plan:
+        if self.spec.name == "priority":
+            from ..sim.network_reference import plan_priority
+
+            return plan_priority(self.spec, view, self._rank)
         return plan_batch(self.spec, view)
 
     def plan_vectorized(self, B: Any, state: Any) -> tuple[Any, Any]:
@@ -67,16 +102,26 @@ class BuiltinPolicy:
         return f"BuiltinPolicy({self.spec!r})"
 
 
-def as_policy(policy: Any) -> Any:
-    """The object with ``name`` and ``plan(view)`` that ``policy`` stands for (see the module text).
+_JUDGED = tuple(n for n in REFERENCE_POLICIES if n != "python") + ("priority", "python")
+
+
+def as_policy(policy: Any, class_names: Iterable[str] = ()) -> Any:
+    """The object with ``name`` and ``plan(view)`` that ``policy`` stands for (see the module text);
+    ``class_names``: the classes a ``priority`` order names (index = ``klass``).
 
     Raises:
-        ModelError: an unknown policy name or a bad plug-in target.
+        ModelError: an unknown policy name, a bad plug-in target, or a built-in the judge has no
+            scalar rule for (max-pressure, wait, nested-wait; field ``policy``).
     """
     if isinstance(policy, str):
         policy = load_policy(policy) if ":" in policy else PolicySpec(policy)
     if isinstance(policy, PolicySpec):
-        return policy_object(policy) if policy.name == "python" else BuiltinPolicy(policy)
+        if policy.name == "python":
+            return policy_object(policy)
+        if policy.name not in _JUDGED or (policy.name == "priority" and policy.flag("inner") not in _JUDGED):
+            raise ModelError("policy", policy.name, f"has no scalar rule the judge can run; it judges {list(_JUDGED)} "
+                                                    "(priority with one of them inside) and plug-ins")
+        return BuiltinPolicy(policy, class_names)
     if not callable(getattr(policy, "plan", None)):
         raise ModelError("policy", policy, "must be a plug-in object with plan(view), a PolicySpec, a built-in "
                                            "policy name or a target 'file.py:Class'")
@@ -85,6 +130,12 @@ def as_policy(policy: Any) -> Any:
 
 def _name(policy: Any) -> str:
     return str(getattr(policy, "name", type(policy).__name__))
+
+
+def _prepare(policy: Any, env: Envelope) -> tuple[Any, Envelope]:
+    """The policy object and the envelope with the engine rules its flags bring (R4, R6)."""
+    pol = as_policy(policy, env.class_names)
+    return pol, env.for_policy(pol)
 
 
 # ------------------------------------------------------------------------------ counterexamples
@@ -96,6 +147,7 @@ def wc_budget(view: View) -> int:
 
 
 def batch_tokens(plan: Mapping[int, tuple[int, int]]) -> int:
+    """Σ (prefill + decode) tokens of a plan."""
     return int(sum(p + d for p, d in plan.values()))
 
 
@@ -105,11 +157,28 @@ def state_dict(view: View) -> dict[str, Any]:
             "max_resident_requests": view.max_resident_requests, "kv_capacity_tokens": view.kv_capacity_tokens,
             "kv_free_tokens": view.kv_free_tokens, "static_group": sorted(view.static_group),
             "requests": [{"id": r.id, "prefill_left": r.prefill_left, "decode_left": r.decode_left, "klass": r.klass,
-                          "arrival_index": r.arrival_index, "running": r.running} for r in view.requests]}
+                          "arrival_index": r.arrival_index, "running": r.running, "kv_tokens": r.kv_tokens}
+                         for r in view.requests]}
+
+
+def _runs(view: View) -> list[tuple[int, int, RequestView]]:
+    """Runs of consecutive requests alike but for their id: (first index, length, first request)."""
+    out: list[tuple[int, int, RequestView]] = []
+    sig = None
+    for i, r in enumerate(view.requests):
+        s = (r.prefill_left, r.decode_left, r.klass, r.running, r.kv_tokens, r.id in view.static_group)
+        if out and s == sig:
+            j, n, first = out[-1]
+            out[-1] = (j, n + 1, first)
+        else:
+            out.append((i, 1, r))
+            sig = s
+    return out
 
 
 def state_text(view: View) -> str:
-    """A view as lines a person reads: the limits, then one line per resident request (FCFS)."""
+    """A view as lines a person reads: the limits, then the resident requests in FCFS order (a run
+    of more than 3 alike requests on one line)."""
     caps = [f"b_max = {view.token_budget}"]
     if view.max_batch_requests is not None:
         caps.append(f"k_max = {view.max_batch_requests}")
@@ -118,11 +187,19 @@ def state_text(view: View) -> str:
     if view.max_resident_requests is not None:
         caps.append(f"resident cap = {view.max_resident_requests}")
     lines = [f"state: {', '.join(caps)}; {len(view.requests)} resident request(s), FCFS:"]
-    for r in view.requests:
-        phase = "decoding" if r.decoding else ("prefill" if r.prefill_left > 0 else "done")
-        extra = [phase] + (["running"] if r.running else []) + (["static group"] if r.id in view.static_group else [])
-        lines.append(f"  id {r.id}: prefill left {r.prefill_left}, decode left {r.decode_left} "
-                     f"(class {r.klass}; {', '.join(extra)})")
+    for i, n, r in _runs(view):
+        phase = "decoding" if r.decoding else "prefill"
+        extra = [phase] + (["running"] if r.running else ["waiting"]) + \
+            ([f"holds {r.kv_tokens} KV"] if r.kv_tokens else []) + \
+            (["static group"] if r.id in view.static_group else [])
+        rows = view.requests[i: i + n]
+        if n <= 3:
+            for q in rows:
+                lines.append(f"  id {q.id}: prefill left {q.prefill_left}, decode left {q.decode_left} "
+                             f"(class {q.klass}; {', '.join(extra)})")
+        else:
+            lines.append(f"  ids {rows[0].id}..{rows[-1].id} ({n} requests): prefill left {r.prefill_left}, "
+                         f"decode left {r.decode_left} each (class {r.klass}; {', '.join(extra)})")
     return "\n".join(lines)
 
 
@@ -131,8 +208,14 @@ def _plan_text(plan: Mapping[int, tuple[int, int]] | None) -> str:
         return "batch: none (plan failed)"
     P = sum(p for p, _ in plan.values())
     D = sum(d for _, d in plan.values())
-    body = ", ".join(f"id {k}: {p} prefill + {d} decode" for k, (p, d) in plan.items()) or "empty"
-    return f"batch: {body}  = {P + D} token{'s' if P + D != 1 else ''} ({P} prefill, {D} decode)"
+    items = list(plan.items())
+    if len(items) > 12:
+        body = ", ".join(f"id {k}: {p}+{d}" for k, (p, d) in items[:6]) + f", … ({len(items) - 8} more) …, " + \
+            ", ".join(f"id {k}: {p}+{d}" for k, (p, d) in items[-2:]) + " (prefill+decode)"
+    else:
+        body = ", ".join(f"id {k}: {p} prefill + {d} decode" for k, (p, d) in items) or "empty"
+    return (f"batch: {body}  = {P + D} token{'s' if P + D != 1 else ''} ({P} prefill, {D} decode) to "
+            f"{len(items)} request(s)")
 
 
 @dataclass(frozen=True)
@@ -156,8 +239,8 @@ class Counterexample:
 
     def text(self) -> str:
         rows = self.views if len(self.views) > 1 else (self.view,)
-        states = "\n".join(state_text(v) for v in rows)
-        return (f"{states}\n{_plan_text(self.plan)}\n"
+        states_ = "\n".join(state_text(v) for v in rows)
+        return (f"{states_}\n{_plan_text(self.plan)}\n"
                 f"demand Σ(p_i + 1{{p_i=0}}) = {self.demand_tokens}, budget min(b_max, KV free) = "
                 f"{self.budget_tokens}\nproblem: {self.problem}")
 
@@ -177,15 +260,68 @@ def _example(view: View, plan: Plan | None, problem: str, views: tuple[View, ...
 
 
 @dataclass(frozen=True)
+class SearchStats:
+    """What a check searched.
+
+    Attributes:
+        exhaustive: states of the envelope's corner, all of them (0: no corner); corner: it, in words.
+        structured: structured extreme states tried; families: the families among them.
+        random: hypothesis states (generation and its shrinking); shrink: states of the greedy shrink.
+        max_requests, max_budget, max_demand: the largest resident count, b_max and demand tried.
+        with_k_max, with_resident_cap, with_kv: states tried with each cap set.
+    """
+
+    exhaustive: int = 0
+    structured: int = 0
+    random: int = 0
+    shrink: int = 0
+    families: tuple[str, ...] = ()
+    corner: str | None = None
+    max_requests: int = 0
+    max_budget: int = 0
+    max_demand: int = 0
+    with_k_max: int = 0
+    with_resident_cap: int = 0
+    with_kv: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.exhaustive + self.structured + self.random + self.shrink
+
+    def text(self) -> str:
+        parts = []
+        if self.exhaustive:
+            parts.append(f"{self.exhaustive} exhaustive ({self.corner})")
+        if self.structured:
+            parts.append(f"{self.structured} structured ({len(self.families)} families: {', '.join(self.families)})")
+        parts.append(f"{self.random} random")
+        if self.shrink:
+            parts.append(f"{self.shrink} shrinking")
+        caps = ", ".join(f"{n} with {what}" for n, what in ((self.with_k_max, "k_max"),
+                                                             (self.with_resident_cap, "a resident cap"),
+                                                             (self.with_kv, "a KV cap")) if n)
+        return (f"{self.total} states: " + "; ".join(parts) + f"; largest: {self.max_requests} requests, b_max "
+                f"{self.max_budget}, demand {self.max_demand} tokens" + (f"; {caps}" if caps else ""))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "exhaustive": self.exhaustive, "corner": self.corner,
+                "structured": self.structured, "families": list(self.families), "random": self.random,
+                "shrink": self.shrink, "max_requests": self.max_requests, "max_budget": self.max_budget,
+                "max_demand": self.max_demand, "with_k_max": self.with_k_max,
+                "with_resident_cap": self.with_resident_cap, "with_kv": self.with_kv}
+
+
+@dataclass(frozen=True)
 class CheckReport:
     """The outcome of one check.
 
     Attributes:
         check: which property; policy: the policy's name.
-        ok: the property held on every generated state.
+        ok: the property held on every state tried.
         examples: states tried (when it failed: up to the first failure plus the shrinking steps).
-        max_examples, seed: the search budget and its seed (derandomised: same call, same answer).
-        counterexample: the minimal failing state (hypothesis-shrunk), None when ok.
+        max_examples, seed: the random-search budget and its seed (derandomised: same call, same answer).
+        counterexample: the minimal failing state, None when ok.
+        search: what was searched (:class:`SearchStats`); envelope: the states it was judged on.
     """
 
     check: str
@@ -195,18 +331,25 @@ class CheckReport:
     max_examples: int
     seed: int
     counterexample: Counterexample | None = None
+    search: SearchStats = field(default_factory=SearchStats)
+    envelope: Envelope | None = None
 
     def __bool__(self) -> bool:
         return self.ok
 
+    def _where(self) -> str:
+        return "" if self.envelope is None else f" on {self.envelope.source}"
+
     def summary(self) -> str:
         if self.ok:
-            return f"{self.check}: PASS for policy {self.policy!r} on {self.examples} states (seed {self.seed})"
-        return (f"{self.check}: FAIL for policy {self.policy!r} (minimal state after {self.examples} tried, "
-                f"seed {self.seed})")
+            return (f"{self.check}: PASS for policy {self.policy!r}{self._where()}: {self.search.text()} "
+                    f"(seed {self.seed})")
+        return (f"{self.check}: FAIL for policy {self.policy!r}{self._where()} (minimal state after {self.examples} "
+                f"tried, seed {self.seed})")
 
     def text(self) -> str:
-        return self.summary() + ("" if self.counterexample is None else "\n" + self.counterexample.text())
+        env = "" if self.envelope is None else f"\n  envelope: {self.envelope.text()}"
+        return self.summary() + env + ("" if self.counterexample is None else "\n" + self.counterexample.text())
 
     __str__ = text
 
@@ -219,7 +362,8 @@ class CheckReport:
     def to_dict(self) -> dict[str, Any]:
         return {"check": self.check, "policy": self.policy, "ok": self.ok, "examples": self.examples,
                 "max_examples": self.max_examples, "seed": self.seed,
-                "counterexample": None if self.counterexample is None else self.counterexample.to_dict()}
+                "counterexample": None if self.counterexample is None else self.counterexample.to_dict(),
+                "search": self.search.to_dict(), "envelope": None if self.envelope is None else self.envelope.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -245,9 +389,10 @@ class WorkConservingReport(CheckReport):
     def summary(self) -> str:
         claim = "" if self.declared is None else f"; it declares work_conserving = {self.declared}"
         if self.ok:
-            return (f"work-conserving: YES for policy {self.policy!r}: no violating state among {self.examples} "
-                    f"tried (seed {self.seed}){claim}")
-        return f"work-conserving: NO for policy {self.policy!r}: minimal counterexample (seed {self.seed}){claim}"
+            return (f"work-conserving: YES for policy {self.policy!r}{self._where()}: no violating state among "
+                    f"{self.search.text()} (seed {self.seed}){claim}")
+        return (f"work-conserving: NO for policy {self.policy!r}{self._where()}: minimal counterexample after "
+                f"{self.examples} states (seed {self.seed}){claim}")
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "work_conserving": self.ok, "declared": self.declared}
@@ -258,43 +403,7 @@ class MatchReport(CheckReport):
     """:func:`check_matches`: the vectorized rule gives the scalar plan on every generated batch of states."""
 
 
-# ------------------------------------------------------------------------------------- search
-
-
-def tiny_views(max_requests: int = 3, max_budget: int = 4, max_prefill: int = 4, max_decode: int = 2):
-    """Every small state, smallest first: 1..max_requests requests (ids 0.., running = prompt done),
-    b_max 1..max_budget, prefill 0..max_prefill, decode 0..max_decode; no caps."""
-    from itertools import product
-
-    one = [(p, d) for p in range(max_prefill + 1) for d in range(max_decode + 1) if p + d > 0]
-    for n in range(1, max_requests + 1):
-        for b in range(1, max_budget + 1):
-            for state in product(one, repeat=n):
-                yield View(b, tuple(RequestView(i, p, d, 0, i, p == 0) for i, (p, d) in enumerate(state)))
-
-
-def _search(strategy: st.SearchStrategy, failure: Callable[[Any], Counterexample | None], max_examples: int,
-            seed: int, exhaustive: bool = False) -> tuple[int, Any]:
-    """(states tried, a minimal failing example or None): first every tiny state in order of size
-    (``exhaustive``; the first failure is then minimal), then hypothesis (shrunk)."""
-    calls = [0]
-    if exhaustive:
-        for view in tiny_views():
-            calls[0] += 1
-            if failure(view) is not None:
-                return calls[0], view
-
-    def fails(x: Any) -> bool:
-        calls[0] += 1
-        return failure(x) is not None
-
-    cfg = settings(max_examples=max_examples, database=None, deadline=None, print_blob=False,
-                   suppress_health_check=list(HealthCheck))
-    try:
-        found = find(strategy, fails, settings=cfg, random=random.Random(seed))
-    except NoSuchExample:
-        return calls[0], None
-    return calls[0], found
+# ---------------------------------------------------------------------------------- properties
 
 
 def _plan(policy: Any, view: View) -> tuple[Plan | None, str | None]:
@@ -304,39 +413,13 @@ def _plan(policy: Any, view: View) -> tuple[Plan | None, str | None]:
         return None, str(e)
 
 
-def _copy(view: View) -> View:
-    return View(view.token_budget, tuple(RequestView(r.id, r.prefill_left, r.decode_left, r.klass, r.arrival_index,
-                                                     r.running) for r in view.requests),
-                view.max_batch_requests, view.max_resident_requests, view.kv_capacity_tokens,
-                frozenset(view.static_group), view.kv_free_tokens)
+Failure = Callable[[View], "Counterexample | None"]
 
 
-def _state_options(k_max: bool, kv: bool, max_requests: int, token_budget: Any) -> dict[str, Any]:
-    return dict(k_max="sometimes" if k_max else False, kv="sometimes" if kv else False, max_requests=max_requests,
-                static_group=True, token_budget=token_budget)
-
-
-def check_invariants(policy: Any, *, max_examples: int = 300, seed: int = 0, k_max: bool = True, kv: bool = True,
-                     max_requests: int = 8, token_budget: Any = None,
-                     exhaustive: bool = True) -> InvariantsReport:
-    """Check that every plan obeys the engine's rules and that the policy is deterministic.
-
-    On generated states (:func:`fluidllm.testing.strategies.views`; ``k_max`` / ``kv``: also states
-    with a per-batch request cap / a KV cap) each plan must pass
-    :func:`fluidllm.sim.reference.check_plan` (budget, caps, one decode token per request, no decode
-    before the prompt is done, ...), must not be empty while requests are resident and no KV cap can
-    explain it (the engine would stop with "empty batch"), and a second call on an equal state must
-    give the same plan. ``exhaustive``: first every tiny state (:func:`tiny_views`: up to 3
-    requests, b_max <= 4, prefill <= 4, decode <= 2 — 11 816 states), then ``max_examples``
-    generated ones.
-
-    ``token_budget``: b_max of the generated states (an int or a hypothesis strategy; default
-    :data:`fluidllm.testing.strategies.BUDGETS`); ``max_requests``: resident requests per state.
-
-    Returns:
-        An :class:`InvariantsReport` (``.assert_ok()`` raises AssertionError with the state and plan).
-    """
-    pol = as_policy(policy)
+def invariants_failure(pol: Any) -> Failure:
+    """The invariants property: a plan that passes :func:`~fluidllm.sim.reference.check_plan`, is not
+    empty while requests are resident (unless a KV cap explains it: the engine then preempts, K5),
+    and is the same on an equal state."""
 
     def failure(view: View) -> Counterexample | None:
         plan, err = _plan(pol, view)
@@ -345,33 +428,20 @@ def check_invariants(policy: Any, *, max_examples: int = 300, seed: int = 0, k_m
         if not plan and view.requests and view.kv_free_tokens is None:
             return _example(view, plan, f"empty batch while {len(view.requests)} request(s) are resident "
                                         "(the engine stops here)")
-        again, err = _plan(pol, _copy(view))
-        if err is not None or again != plan or list(again) != list(plan):
-            return _example(view, plan, f"not deterministic: the same state gave {again if err is None else err}")
+        try:        # the same state again (views are immutable: the same object is an equal state)
+            raw = pol.plan(view)
+            again = {int(k): (int(v[0]), int(v[1])) for k, v in raw.items()}
+        except Exception as e:  # noqa: BLE001 - reported as the counterexample
+            return _example(view, plan, f"not deterministic: the same state then raised {type(e).__name__}: {e}")
+        if again != plan or list(again) != list(plan):
+            return _example(view, plan, f"not deterministic: the same state gave {again}")
         return None
 
-    strategy = views(**_state_options(k_max, kv, max_requests, token_budget))
-    n, found = _search(strategy, failure, max_examples, seed, exhaustive)
-    return InvariantsReport("invariants", _name(pol), found is None, n, max_examples, seed,
-                            None if found is None else failure(found))
+    return failure
 
 
-def check_work_conserving(policy: Any, *, max_examples: int = 1000, seed: int = 0, k_max: bool = True,
-                          kv: bool = True, max_requests: int = 8, token_budget: Any = None,
-                          exhaustive: bool = True) -> WorkConservingReport:
-    """Search for a state where the policy is not work-conserving (eqs. 8–9, see the module text).
-
-    A batch must hold min(budget, demand) tokens, budget = min(b_max, KV free), demand =
-    Σ_i (p_i + 1{p_i = 0}); with k_max a batch giving tokens to k_max requests passes. A plan that
-    breaks the engine's rules counts as a failure too (there is no batch to judge). ``exhaustive``:
-    first every tiny state (:func:`tiny_views`), smallest first, so a violation there is reported
-    in its smallest form; then ``max_examples`` hypothesis states, a failure shrunk by hypothesis.
-
-    Returns:
-        A :class:`WorkConservingReport`: ``work_conserving`` and, when False, the minimal
-        counterexample (state, plan, demand, batch tokens); ``declared``: the policy's claim.
-    """
-    pol = as_policy(policy)
+def wc_failure(pol: Any) -> Failure:
+    """The work-conservation property (module text); a plan that breaks the engine's rules fails too."""
 
     def failure(view: View) -> Counterexample | None:
         plan, err = _plan(pol, view)
@@ -386,10 +456,255 @@ def check_work_conserving(policy: Any, *, max_examples: int = 1000, seed: int = 
         return _example(view, plan, f"the batch holds {got} token{'s' if got != 1 else ''}, but min(budget, demand) "
                                     f"= {want}: {want - got} token(s) of budget left idle with work waiting")
 
-    strategy = views(**_state_options(k_max, kv, max_requests, token_budget))
-    n, found = _search(strategy, failure, max_examples, seed, exhaustive)
-    return WorkConservingReport("work-conserving", _name(pol), found is None, n, max_examples, seed,
-                                None if found is None else failure(found), declared_work_conserving(pol))
+    return failure
+
+
+# -------------------------------------------------------------------------------------- search
+
+
+class _Tracker:
+    def __init__(self) -> None:
+        self.n = {"exhaustive": 0, "structured": 0, "random": 0, "shrink": 0}
+        self.families: dict[str, None] = {}
+        self.corner: str | None = None
+        self.big = [0, 0, 0]
+        self.caps = [0, 0, 0]
+
+    def see(self, view: View, kind: str, family: str | None = None) -> None:
+        self.n[kind] += 1
+        if family is not None:
+            self.families[family] = None
+        n = len(view.requests)
+        if n > self.big[0]:
+            self.big[0] = n
+        if view.token_budget > self.big[1]:
+            self.big[1] = view.token_budget
+        if n > 8 or kind != "exhaustive":
+            dem = view.demand_tokens
+            if dem > self.big[2]:
+                self.big[2] = dem
+        self.caps[0] += view.max_batch_requests is not None
+        self.caps[1] += view.max_resident_requests is not None
+        self.caps[2] += view.kv_capacity_tokens is not None
+
+    def freeze(self) -> SearchStats:
+        return SearchStats(self.n["exhaustive"], self.n["structured"], self.n["random"], self.n["shrink"],
+                           tuple(self.families), self.corner, *self.big, *self.caps)
+
+
+def corner_of(env: Envelope) -> Envelope | None:
+    """The envelope's corner that the exhaustive phase lists: b_max up to its least + 3, at most 3
+    requests, the first class with v_p <= 2 and v_d <= 2, the engine's fixed caps (optional caps
+    absent); None when the envelope has no budget <= 4 or no such lengths."""
+    lo = env.token_budget[0]
+    if lo > 4:
+        return None
+    cl = env.classes[0]
+    sp, sd = cl.prefill.clip(0, 2), cl.decode.clip(0, 2)
+    if sp is None or sd is None:
+        return None
+    fixed = lambda r: None if r is None or env.caps_optional else (r[0], r[0])  # noqa: E731
+    return replace(env, token_budget=(lo, min(env.token_budget[1], lo + 3)), caps_optional=False,
+                   max_batch_requests=fixed(env.max_batch_requests),
+                   max_resident_requests=fixed(env.max_resident_requests),
+                   kv_capacity_tokens=fixed(env.kv_capacity_tokens), max_requests=min(3, env.resident_limit),
+                   classes=(RequestClass(cl.name, sp, sd),),
+                   source=f"every reachable state with b_max {lo}..{min(env.token_budget[1], lo + 3)}, <= 3 requests, "
+                          f"v_p <= 2, v_d <= 2")
+
+
+_CORNERS: dict[Envelope, list[View]] = {}
+
+
+def _corner_states(corner: Envelope) -> list[View]:
+    from .brute import enumerate_states
+
+    if corner not in _CORNERS:
+        if len(_CORNERS) >= 4:
+            _CORNERS.pop(next(iter(_CORNERS)))
+        _CORNERS[corner] = list(enumerate_states(corner))
+    return _CORNERS[corner]
+
+
+def _shrink_candidates(view: View, env: Envelope) -> Iterator[View]:
+    """Smaller states than ``view``, most reduction first (they may be unreachable: the caller checks)."""
+    reqs = list(view.requests)
+    n = len(reqs)
+
+    def rebuild(rs: list[RequestView], **kw: Any) -> View:
+        b = kw.get("b", view.token_budget)
+        M = kw.get("M", view.kv_capacity_tokens)
+        g = view.static_group & {r.id for r in rs}
+        free = None if M is None else M - sum(r.kv_tokens for r in rs)
+        return View(b, tuple(rs), kw.get("k", view.max_batch_requests), kw.get("rc", view.max_resident_requests),
+                    M, frozenset(g), free)
+
+    M0 = view.kv_capacity_tokens
+    size = n // 2
+    while size >= 1:                                   # drop runs of requests (delta debugging)
+        for start in range(0, n, size):
+            rest = reqs[:start] + reqs[start + size:]
+            if rest:
+                yield rebuild(rest)
+                freed = sum(r.kv_tokens for r in reqs[start:start + size])
+                if M0 is not None and freed and env.kv_capacity_tokens is not None and \
+                        M0 - freed >= env.kv_capacity_tokens[0]:
+                    yield rebuild(rest, M=M0 - freed)   # and the KV they held: the same free space
+        size //= 2
+    b = view.token_budget
+    for nb in sorted({env.token_budget[0], b // 2, b - 1}):
+        if env.token_budget[0] <= nb < b:
+            yield rebuild(reqs, b=nb)
+    for key, r, v in (("k", env.max_batch_requests, view.max_batch_requests),
+                      ("rc", env.max_resident_requests, view.max_resident_requests),
+                      ("M", env.kv_capacity_tokens, view.kv_capacity_tokens)):
+        if v is None or r is None:
+            continue
+        if env.caps_optional:
+            yield rebuild(reqs, **{key: None})
+        for nv in sorted({r[0], v // 2, v - 1, n if key == "rc" else r[0]}):
+            if r[0] <= nv < v:
+                yield rebuild(reqs, **{key: nv})
+    for i, run, r in _runs(view):                      # shorten a run of alike requests, all together
+        p, d, kv = r.prefill_left, r.decode_left, r.kv_tokens
+        cands = {(p2, d2, kv2, c2) for p2 in {0, 1, p // 2, p - 1, p} for d2 in {0, 1, d // 2, d - 1, d}
+                 for kv2 in {0, 1, kv // 2, kv - 1, kv} for c2 in {0, r.klass}
+                 if 0 <= p2 <= p and 0 <= d2 <= d and 0 <= kv2 <= kv and p2 + d2 >= 1}
+        cands.discard((p, d, kv, r.klass))
+        for p2, d2, kv2, c2 in sorted(cands, key=lambda x: (x[0] + x[1] + x[2], x[3])):
+            new = [RequestView(q.id, p2, d2, c2, q.arrival_index, kv2 > 0, kv2) for q in reqs[i: i + run]]
+            yield rebuild(reqs[:i] + new + reqs[i + run:])
+    ids = list(range(n))
+    if [r.id for r in reqs] != ids:                    # ids 0..n-1
+        remap = {r.id: j for j, r in enumerate(reqs)}
+        rs = [RequestView(j, r.prefill_left, r.decode_left, r.klass, j, r.running, r.kv_tokens)
+              for j, r in enumerate(reqs)]
+        v = rebuild(rs)
+        yield View(v.token_budget, v.requests, v.max_batch_requests, v.max_resident_requests, v.kv_capacity_tokens,
+                   frozenset(remap[g] for g in view.static_group), v.kv_free_tokens)
+
+
+def shrink_state(view: View, env: Envelope, fails: Callable[[View], bool], max_steps: int = 4000) -> View:
+    """A smaller failing state: greedily take the first smaller reachable state (removing requests,
+    lowering b_max and the caps, shortening requests, renumbering ids) that still ``fails``, until
+    none does or ``max_steps`` states were tried."""
+    cur = view
+    steps = 0
+    improved = True
+    tried: set[tuple] = set()        # states alike but for their ids are tried once
+    while improved and steps < max_steps:
+        improved = False
+        for cand in _shrink_candidates(cur, env):
+            sig = (cand.token_budget, cand.max_batch_requests, cand.max_resident_requests, cand.kv_capacity_tokens,
+                   tuple((n, r.prefill_left, r.decode_left, r.klass, r.kv_tokens, r.id in cand.static_group)
+                         for _, n, r in _runs(cand)), tuple(r.id for r in cand.requests[:1]))
+            if sig in tried:
+                continue
+            tried.add(sig)
+            if unreachable(cand, env) is not None:
+                continue
+            steps += 1
+            if fails(cand):
+                cur, improved = cand, True
+                break
+            if steps >= max_steps:
+                break
+    return cur
+
+
+def _search(env: Envelope, strategy: st.SearchStrategy, failure: Failure, max_examples: int, seed: int,
+            exhaustive: bool, structured: bool) -> tuple[View | None, SearchStats]:
+    """(a minimal failing state or None, what was searched): the corner, the structured states, then
+    hypothesis; a failure outside the corner is shrunk."""
+    tr = _Tracker()
+
+    def probe(kind: str, family: str | None = None) -> Callable[[View], bool]:
+        def fails(v: View) -> bool:
+            tr.see(v, kind, family)
+            return failure(v) is not None
+        return fails
+
+    corner = corner_of(env) if exhaustive else None
+    if corner is not None:
+        tr.corner = corner.source
+        fails = probe("exhaustive")
+        for v in _corner_states(corner):
+            if fails(v):
+                return v, tr.freeze()                # enumerated smallest first: already minimal
+    found: View | None = None
+    if structured:
+        for fam, v in structured_states(env):
+            if probe("structured", fam)(v):
+                found = v
+                break
+    if found is None and max_examples > 0:
+        # generation only: the greedy shrink below works on states directly, cheaper than hypothesis's
+        cfg = settings(max_examples=max_examples, database=None, deadline=None, print_blob=False,
+                       suppress_health_check=list(HealthCheck), phases=(Phase.generate,))
+        try:
+            found = find(strategy, probe("random"), settings=cfg, random=random.Random(seed))
+        except NoSuchExample:
+            found = None
+    if found is not None:
+        found = shrink_state(found, env, probe("shrink"))
+    return found, tr.freeze()
+
+
+def _judge_args(policy: Any, model: Any, engine: str | None, envelope: Envelope | None) -> tuple[Any, Envelope]:
+    return _prepare(policy, resolve_envelope(model, engine, envelope))
+
+
+def check_invariants(policy: Any, model: Any = None, *, engine: str | None = None, envelope: Envelope | None = None,
+                     max_examples: int = DEFAULT_MAX_EXAMPLES, seed: int = 0, exhaustive: bool = True,
+                     structured: bool = True) -> InvariantsReport:
+    """Check that every plan obeys the engine's rules and that the policy is deterministic.
+
+    On the states of the envelope (module text: ``model`` / ``engine``, or ``envelope``, or the
+    default one) each plan must pass :func:`fluidllm.sim.reference.check_plan` (budget, caps, one
+    decode token per request, no decode before the prompt is done, ...), must not be empty while
+    requests are resident and no KV cap can explain it (the engine would stop with "empty batch"),
+    and a second call on an equal state must give the same plan. ``exhaustive``: first every state of
+    the envelope's corner; ``structured``: then the structured extreme states; then ``max_examples``
+    hypothesis states.
+
+    Returns:
+        An :class:`InvariantsReport` (``.assert_ok()`` raises AssertionError with the state and plan).
+
+    Raises:
+        ModelError: a bad policy, model, engine or envelope.
+    """
+    pol, env = _judge_args(policy, model, engine, envelope)
+    failure = invariants_failure(pol)
+    found, stats = _search(env, states(env), failure, max_examples, seed, exhaustive, structured)
+    return InvariantsReport("invariants", _name(pol), found is None, stats.total, max_examples, seed,
+                            None if found is None else failure(found), stats, env)
+
+
+def check_work_conserving(policy: Any, model: Any = None, *, engine: str | None = None,
+                          envelope: Envelope | None = None, max_examples: int = DEFAULT_MAX_EXAMPLES, seed: int = 0,
+                          exhaustive: bool = True, structured: bool = True) -> WorkConservingReport:
+    """Search for a state where the policy is not work-conserving (eqs. 8–9, see the module text).
+
+    A batch must hold min(budget, demand) tokens, budget = min(b_max, KV free), demand =
+    Σ_i (p_i + 1{p_i = 0}); with k_max a batch giving tokens to k_max requests passes. A plan that
+    breaks the engine's rules counts as a failure too (there is no batch to judge). The states: those
+    of the envelope (``model`` / ``engine``: that engine's; ``envelope``; default: every engine up to
+    real scale) — the corner exhaustively, the structured extreme states, ``max_examples`` hypothesis
+    states; a failure is reported in its minimal form.
+
+    Returns:
+        A :class:`WorkConservingReport`: ``work_conserving`` and, when False, the minimal
+        counterexample (state, plan, demand, batch tokens); ``declared``: the policy's claim;
+        ``search``: what a YES rests on.
+
+    Raises:
+        ModelError: a bad policy, model, engine or envelope.
+    """
+    pol, env = _judge_args(policy, model, engine, envelope)
+    failure = wc_failure(pol)
+    found, stats = _search(env, states(env), failure, max_examples, seed, exhaustive, structured)
+    return WorkConservingReport("work-conserving", _name(pol), found is None, stats.total, max_examples, seed,
+                                None if found is None else failure(found), stats, env, declared_work_conserving(pol))
 
 
 def _slot_arrays(views_: tuple[View, ...], holes: list[bool]) -> tuple[Any, list[list[int | None]]]:
@@ -429,26 +744,30 @@ def _slot_arrays(views_: tuple[View, ...], holes: list[bool]) -> tuple[Any, list
     return (B, state), layout
 
 
-def check_matches(vectorized: Any, scalar: Any = None, *, max_examples: int = 200, seed: int = 0,
-                  k_max: bool = True, kv: bool = True, max_requests: int = 8,
-                  token_budget: Any = None) -> MatchReport:
+def check_matches(vectorized: Any, scalar: Any = None, model: Any = None, *, engine: str | None = None,
+                  envelope: Envelope | None = None, max_examples: int = 200, seed: int = 0) -> MatchReport:
     """Check that a vectorized rule gives the scalar plan on generated batches of states.
 
     ``vectorized``: an object with ``plan_vectorized(B, state)`` (a plug-in, or a built-in name /
     PolicySpec: the simulator's rule) or such a callable; ``scalar`` (default: ``vectorized``
-    itself): the policy whose ``plan(view)`` is the reference. Each generated batch is 1–4 states
-    sharing b_max, laid out as :class:`~fluidllm.policies.rules.SlotState` arrays (R, W) on the NumPy
-    backend with empty slots in between (as completed requests leave them in the simulator);
-    ``plan_vectorized`` returns ``(prefill, decode)`` (R, W) arrays (further outputs are ignored),
-    which must equal the scalar plans slot for slot.
+    itself): the policy whose ``plan(view)`` is the reference. Each generated batch is 1–4 states of
+    the envelope (as :func:`check_work_conserving`) sharing b_max and k_max, laid out as
+    :class:`~fluidllm.policies.rules.SlotState` arrays (R, W) on the NumPy backend with empty slots in
+    between (as completed requests leave them in the simulator); ``plan_vectorized`` returns
+    ``(prefill, decode)`` (R, W) arrays (further outputs are ignored), which must equal the scalar
+    plans slot for slot.
+
+    Raises:
+        ModelError: ``vectorized`` has no ``plan_vectorized``; a bad policy, model or envelope.
     """
     import numpy as np
 
+    env0 = resolve_envelope(model, engine, envelope)
     vec_obj = vectorized if callable(getattr(vectorized, "plan_vectorized", None)) or callable(vectorized) \
-        else as_policy(vectorized)
+        else as_policy(vectorized, env0.class_names)
     if not callable(getattr(vec_obj, "plan_vectorized", None)) and not callable(vec_obj):
         raise ModelError("vectorized", vectorized, "must have plan_vectorized(B, state) or be such a function")
-    scal = as_policy(vectorized if scalar is None else scalar)
+    scal, env = _prepare(vectorized if scalar is None else scalar, env0)
     vfun = vec_obj.plan_vectorized if callable(getattr(vec_obj, "plan_vectorized", None)) else vec_obj
 
     def failure(case: Any) -> Counterexample | None:
@@ -479,8 +798,19 @@ def check_matches(vectorized: Any, scalar: Any = None, *, max_examples: int = 20
                                     views_)
         return None
 
-    strat = st.tuples(view_batches(**_state_options(k_max, kv, max_requests, token_budget)),
-                      st.lists(st.booleans(), max_size=6))
-    n, found = _search(strat, failure, max_examples, seed)
-    return MatchReport("vectorized = scalar", _name(scal), found is None, n, max_examples, seed,
-                       None if found is None else failure(found))
+    strat = st.tuples(view_batches(env), st.lists(st.booleans(), max_size=6))
+    tr = _Tracker()
+
+    def fails(case: Any) -> bool:
+        tr.see(case[0][0], "random")
+        return failure(case) is not None
+
+    cfg = settings(max_examples=max_examples, database=None, deadline=None, print_blob=False,
+                   suppress_health_check=list(HealthCheck))
+    try:
+        found = find(strat, fails, settings=cfg, random=random.Random(seed))
+    except NoSuchExample:
+        found = None
+    stats = tr.freeze()
+    return MatchReport("vectorized = scalar", _name(scal), found is None, stats.total, max_examples, seed,
+                       None if found is None else failure(found), stats, env)

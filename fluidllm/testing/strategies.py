@@ -1,12 +1,14 @@
 """Hypothesis strategies for fluidllm's objects: engine states (policy views), engines, length laws,
 arrival processes, workloads, batch-time models and whole models.
 
-The state strategies generate what the engine can show a policy at a batch boundary (see
-:mod:`fluidllm.sim.reference`): resident requests in FCFS order with strictly increasing ids (gaps
-allowed, so a policy cannot assume ids 0..n-1), ``arrival_index = id``, prefill and decode left
-(never both zero), ``running = True`` whenever the prompt is done (a request past its prefill has
-been served), optionally a per-batch request cap k_max, KV free space and a static group. Every
-strategy shrinks towards small budgets, few requests and short lengths, so a failing state found by
+The state strategies (:func:`states`, :func:`view_batches`) generate only what the engine can show a
+policy at a batch boundary inside an :class:`~fluidllm.testing.envelope.Envelope` (the model's own
+limits and length laws, or :data:`~fluidllm.testing.envelope.DEFAULT_ENVELOPE`; "reachable" is
+defined there, rules R1–R6): every request from a history (v_p, v_d, decode tokens done, KV held),
+a KV state after the engine's preemptions, no limit the engine does not have. A state is a few
+groups of identical requests (so hundreds of requests cost a few draws), in FCFS order with
+strictly increasing ids (gaps allowed, so a policy cannot assume ids 0..n-1); everything shrinks
+towards few requests, small budgets, short lengths and no caps, so a failing state found by
 hypothesis is a small one.
 """
 from __future__ import annotations
@@ -20,9 +22,10 @@ from hypothesis import strategies as st
 
 from .. import model as F
 from ..model.policy import POLICIES, PolicySpec
-from ..sim.reference import RequestView, View
+from ..sim.reference import View
+from .envelope import DEFAULT_ENVELOPE, Envelope, Hist, Support, _Maker, make_view
 
-__all__ = ["BUDGETS", "views", "view_batches", "length_laws", "joint_laws", "arrivals", "policies", "batch_times",
+__all__ = ["states", "view_batches", "length_laws", "joint_laws", "arrivals", "policies", "batch_times",
            "engines", "workloads", "models", "names"]
 
 finite = dict(allow_nan=False, allow_infinity=False)
@@ -30,85 +33,166 @@ finite = dict(allow_nan=False, allow_infinity=False)
 
 # ------------------------------------------------------------------------------- engine states
 
-#: Token budgets b_max of generated states: mostly small (1..16, where failures shrink to), and
-#: some up to 1024, so that thresholds in a policy (caps, chunk sizes) are crossed too.
-BUDGETS = st.one_of(st.integers(1, 16), st.integers(17, 1024))
+_DRAW = object()
+
+# A few strategies made once: drawing from a cached strategy is much cheaper than building one per draw.
+_SMALL = [st.integers(0, k) for k in range(16)]
+_WIDE = st.integers(0, (1 << 31) - 1)
+_BOOL = st.booleans()
 
 
-def _flag(draw: Any, value: Any, on: Any) -> Any:
-    """``value``: False/None → off, True → draw from ``on``, ``"sometimes"`` → None or a draw from
-    ``on`` (shrinks to None), a strategy → draw from it, else the value itself."""
-    if value is False or value is None:
+def _int(draw: Any, lo: int, hi: int) -> int:
+    """An int in [lo, hi], shrinking to lo; hypothesis's bias to small numbers carries over."""
+    span = hi - lo
+    if span <= 0:
+        return lo
+    if span < 16:
+        return lo + draw(_SMALL[span])
+    return lo + draw(_WIDE) % (span + 1)
+
+
+def _in_range(draw: Any, lo: int, hi: int, *special: int) -> int:
+    """An int in [lo, hi]: small ones most often (shrinks to lo), some special values, any value."""
+    if lo == hi:
+        return lo
+    branch = draw(_SMALL[3])
+    if branch <= 1:
+        return _int(draw, lo, min(hi, lo + 15))
+    if branch == 2:
+        picks = sorted({x for x in special if lo <= x <= hi} | {lo, hi})
+        return picks[_int(draw, 0, len(picks) - 1)]
+    return _int(draw, lo, hi)
+
+
+def _cap(draw: Any, r: tuple[int, int] | None, optional: bool, *special: int) -> int | None:
+    if r is None or (optional and not draw(_BOOL)):
         return None
-    if value is True:
-        return draw(on)
-    if value == "sometimes":
-        return draw(st.one_of(st.none(), on))
-    if isinstance(value, st.SearchStrategy):
-        return draw(value)
-    return value
+    return _in_range(draw, r[0], r[1], *special)
 
 
-def _requests(draw: Any, b_max: int, max_requests: int, max_prefill: int | None, max_decode: int,
-              classes: int, min_requests: int) -> tuple[RequestView, ...]:
-    # prompts up to b_max/2, b_max or 3·b_max (so that states with little prefill demand are common)
-    pmax = draw(st.sampled_from([max(1, b_max // 2), b_max, 3 * b_max])) if max_prefill is None else max_prefill
-    one = st.tuples(st.integers(0, pmax), st.integers(0, max_decode)).filter(lambda e: e[0] + e[1] > 0)
-    lens = draw(st.lists(one, min_size=min_requests, max_size=max_requests))
-    out = []
-    rid = -1
-    for p, d in lens:
-        rid += 1 + draw(st.integers(0, 3))
-        klass = draw(st.integers(0, classes - 1)) if classes > 1 else 0
-        running = True if p == 0 else draw(st.booleans())
-        out.append(RequestView(rid, p, d, klass, rid, running))
-    return tuple(out)
+def _value(draw: Any, s: Support | None, lo: int, hi: int) -> int | None:
+    """A value of ``s`` in [lo, hi] (shrinks to the smallest), None if there is none: an end of an
+    interval or any value in it."""
+    if s is None:
+        return None
+    i, j = s.span(lo, hi)
+    if i >= j:
+        return None
+    a, b = s.intervals[_int(draw, i, j - 1)]
+    a, b = max(a, lo), min(b, hi)
+    how = draw(_SMALL[3])
+    return a if how == 0 else b if how == 1 else _int(draw, a, b)
+
+
+def _history(draw: Any, env: Envelope, mk: _Maker, M: int | None) -> Hist | None:
+    """One request's history (klass, v_p, v_d, dd, kv) inside the envelope (rules R1–R4)."""
+    c = _int(draw, 0, len(env.classes) - 1)
+    Sp, Sd = mk._sup(c)
+    vp = _value(draw, Sp, 0, 1 << 40)
+    if vp is None:
+        return None
+    vd = _value(draw, Sd, 0 if vp > 0 else 1, (M - vp) if M is not None else 1 << 40)
+    if vd is None:
+        return None
+    phases = ["fresh", "prefilling", "decoding"] + (["preempted", "recomputing"] if M is not None else [])
+    phase = phases[_int(draw, 0, len(phases) - 1)]
+    if phase == "prefilling" and vp >= 2:
+        return (c, vp, vd, 0, _int(draw, 1, vp - 1))
+    if phase == "decoding" and vd >= 1:
+        dd = _int(draw, 0, vd - 1)
+        return (c, vp, vd, dd, vp + dd)
+    if phase in ("preempted", "recomputing") and vd >= 1:
+        dd = _int(draw, 0, vd - 1)
+        kv = 0 if phase == "preempted" or vp + dd < 2 else _int(draw, 1, vp + dd - 1)
+        return (c, vp, vd, dd, kv)
+    return (c, vp, vd, 0, 0)
+
+
+_MAKERS: dict[tuple[Envelope, int, int | None], _Maker] = {}
+
+
+def _maker(env: Envelope, b: int, M: int | None) -> _Maker:
+    key = (env, b, M)
+    if key not in _MAKERS:
+        if len(_MAKERS) > 256:
+            _MAKERS.clear()
+        _MAKERS[key] = _Maker(env, b, M)
+    return _MAKERS[key]
+
+
+def _count(draw: Any, limit: int) -> int:
+    branch = draw(_SMALL[9])
+    top = min(4, limit) if branch < 6 else min(64, limit) if branch < 9 else limit
+    return _int(draw, 1, max(1, top))
 
 
 @st.composite
-def views(draw: Any, *, token_budget: Any = None, max_requests: int = 8, min_requests: int = 1,
-          max_prefill: int | None = None, max_decode: int = 4, k_max: Any = False, kv: Any = False,
-          resident_cap: bool = False, static_group: bool = False, classes: int = 2) -> View:
-    """A :class:`~fluidllm.sim.reference.View`: what a policy sees at one batch boundary.
+def states(draw: Any, envelope: Envelope | None = None, *, token_budget: int | None = None, k_max: Any = _DRAW,
+           kv: bool | None = None, min_requests: int = 1) -> View:
+    """A :class:`~fluidllm.sim.reference.View` the engine can show a policy inside ``envelope``.
 
     Args:
-        token_budget: b_max (an int, a strategy; default :data:`BUDGETS`: 1..16 mostly, up to 1024).
-        max_requests, min_requests: how many resident requests.
-        max_prefill: largest prefill left (default b_max/2, b_max or 3·b_max, drawn: prompts longer
-            than the budget too).
-        max_decode: largest decode left.
-        k_max: False (none), True (drawn, 1..max_requests+1), ``"sometimes"`` (none or drawn; shrinks
-            to none), an int or a strategy: ``max_batch_requests``.
-        kv: False (no KV cap), True (KV free tokens drawn, 0..2·b_max), ``"sometimes"``, an int or a
-            strategy: ``kv_free_tokens``; ``kv_capacity_tokens`` is then at least that.
-        resident_cap: also set ``max_resident_requests`` (>= the resident count).
-        static_group: draw a FasterTransformer static group among the residents.
-        classes: request classes (``klass`` in 0..classes-1).
+        envelope: the limits and lengths (default :data:`~fluidllm.testing.envelope.DEFAULT_ENVELOPE`);
+            give ``envelope.for_policy(policy)`` for a whole-prompt built-in or fastertransformer-static.
+        token_budget: fix b_max (must lie in the envelope's range); default: drawn.
+        k_max: fix ``max_batch_requests`` (an int or None); default: drawn as the envelope says.
+        kv: force a KV cap on (True) or off (False) where the envelope makes it optional.
+        min_requests: fewest resident requests.
+
+    A state is 1–6 groups of identical requests (1–4 mostly, up to 64, sometimes up to the most the
+    envelope allows), optionally interleaved; requests of a fastertransformer-static envelope are
+    fresh unless a static group (the served ones) runs (R6).
     """
-    b = draw(BUDGETS) if token_budget is None else _flag(draw, token_budget, BUDGETS)
-    kmax = _flag(draw, k_max, st.integers(1, max_requests + 1))
-    kv_free = _flag(draw, kv, st.integers(0, 2 * b))
-    reqs = _requests(draw, b, max_requests, max_prefill, max_decode, classes, min_requests)
-    cap = draw(st.integers(len(reqs), len(reqs) + 4)) if resident_cap else None
-    kv_cap = None if kv_free is None else kv_free + draw(st.integers(0, 64))
+    env = DEFAULT_ENVELOPE if envelope is None else envelope
+    b = _in_range(draw, *env.token_budget, 2, 3, 4, 127, 128, 129, 256, 512) if token_budget is None \
+        else token_budget
+    k = _cap(draw, env.max_batch_requests, env.caps_optional, 2, 4, 128, 256) if k_max is _DRAW else k_max
+    rc = _cap(draw, env.max_resident_requests, env.caps_optional, 128, 256)
+    kv_range = env.kv_capacity_tokens
+    if kv is not None and kv_range is not None and env.caps_optional:
+        M = _in_range(draw, kv_range[0], min(kv_range[1], 64), 2 * b) if kv else None
+        if kv and draw(_BOOL):
+            M = _in_range(draw, *kv_range, 2 * b, 64 * b)
+    else:
+        M = _cap(draw, kv_range, env.caps_optional, 2 * b, 64 * b)
+    mk = _maker(env, b, M)
+    limit = env.resident_limit if rc is None else min(rc, env.resident_limit)
+    groups: list[list[Hist]] = []
+    for _ in range(1 + draw(_SMALL[5])):
+        h = _history(draw, env, mk, M)
+        if h is not None:
+            groups.append([h] * _count(draw, limit))
+    if len(groups) > 1 and draw(_BOOL):   # interleave the groups
+        hists = [g[i] for i in range(max(map(len, groups))) for g in groups if i < len(g)]
+    else:
+        hists = [h for g in groups for h in g]
+    hists = hists[:limit]
     group: frozenset[int] = frozenset()
-    if static_group and reqs:
-        group = frozenset(r.id for r in reqs if draw(st.booleans()))
-    return View(b, reqs, kmax, cap, kv_cap, group, kv_free)
+    served = [i for i, h in enumerate(hists) if h[4] > 0 or h[3] > 0]
+    if env.static_group and not (served and draw(_BOOL)):
+        hists = [(c, vp, vd, 0, 0) for c, vp, vd, _, _ in hists]   # no group runs: every resident is fresh
+        served = []
+    start, stride = draw(_SMALL[3]), (1, 1, 2, 3)[draw(_SMALL[3])]
+    ids = [start + stride * i for i in range(len(hists))]
+    if env.static_group and served:
+        group = frozenset(ids[i] for i in served)
+    v = make_view(env, b, k, rc, M, hists, ids, group) if len(hists) >= min_requests else None
+    if v is None:   # nothing the envelope could hold: the smallest state there is
+        c, vp, vd, _, _ = mk.fresh(0) or (0, 1, 0, 0, 0)
+        v = make_view(env, b, k, rc, M, [(c, vp, vd, 0, 0)] * max(1, min_requests), None, frozenset())
+    assert v is not None
+    return v
 
 
 @st.composite
-def view_batches(draw: Any, *, max_rows: int = 4, **kw: Any) -> tuple[View, ...]:
-    """1..max_rows views sharing b_max and whether k_max / KV caps are set (one (R, W) slot-array
-    batch of the vectorized simulator); keyword arguments as :func:`views`."""
-    b = draw(BUDGETS) if kw.get("token_budget") is None else _flag(draw, kw["token_budget"], BUDGETS)
-    kw = {**kw, "token_budget": b}
-    kmax = kw.get("k_max")
-    if kmax is True or kmax == "sometimes":       # one k_max for the whole batch (or none)
-        kw["k_max"] = _flag(draw, kmax, st.integers(1, kw.get("max_requests", 8) + 1))
-    if kw.get("kv") == "sometimes":               # KV cap on every row or on none
-        kw["kv"] = draw(st.booleans())
-    return tuple(draw(st.lists(views(**kw), min_size=1, max_size=max_rows)))
+def view_batches(draw: Any, envelope: Envelope | None = None, *, max_rows: int = 4) -> tuple[View, ...]:
+    """1..max_rows states sharing b_max, k_max and whether a KV cap is set (one (R, W) slot-array
+    batch of the vectorized simulator), each as :func:`states` draws it."""
+    env = DEFAULT_ENVELOPE if envelope is None else envelope
+    b = _in_range(draw, *env.token_budget, 2, 3, 4, 127, 128, 129, 256, 512)
+    k = _cap(draw, env.max_batch_requests, env.caps_optional, 2, 4, 128, 256)
+    kv = draw(_BOOL) if env.caps_optional and env.kv_capacity_tokens is not None else None
+    return tuple(draw(st.lists(states(env, token_budget=b, k_max=k, kv=kv), min_size=1, max_size=max_rows)))
 
 
 # ------------------------------------------------------------------------------- model objects
