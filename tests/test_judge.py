@@ -296,8 +296,8 @@ TABLE = [
     (fl.PolicySpec("sarathi", {"chunk_size": 1}), False, False, "lengths"),
     (fl.PolicySpec("priority", {"inner": "kfcfs", "order": ["b"]}), True, True, "classes caps"),
     (fl.PolicySpec("priority", {"inner": "sarathi", "order": ["b", "a"]}), True, True, "classes"),
-    # the library declares every priority rule work-conserving; with vLLM v0 inside it is not
-    (fl.PolicySpec("priority", {"inner": "vllm", "order": ["b"]}), True, False, "classes"),
+    # a priority rule is as work-conserving as its inner rule: with vLLM v0 inside it is not
+    (fl.PolicySpec("priority", {"inner": "vllm", "order": ["b"]}), False, False, "classes"),
     ("mine.py:DecodeCap(cap=2)", True, False, "many lengths"),
     ("mine.py:Lazy", None, False, "many lengths caps"),
     ("mine.py:MySarathi", True, True, "many lengths"),

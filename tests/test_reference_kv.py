@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fluidllm.model import Affine, Constant, Engine, PolicySpec, TwoFeature
+from fluidllm.errors import ModelError
 from fluidllm.sim import (REFERENCE_POLICIES, Batch, PlanViolation, Requests, RequestView, View, check_plan,
                           plan_batch, simulate_reference)
 
@@ -238,8 +239,8 @@ def test_unimplemented_policies_still_say_so() -> None:
     for name in ("priority", "wait", "nested-wait"):
         with pytest.raises(NotImplementedError, match=name):
             simulate_reference(engine(name, 4, None), req, 10.0)
-    with pytest.raises(NotImplementedError, match="preemption"):
-        simulate_reference(engine("vllm-v1", 4, 10, options={"preemption": "swap"}), req, 10.0)
+    with pytest.raises(ModelError, match="preemption"):    # refused when the model is built (issue 16)
+        engine("vllm-v1", 4, 10, options={"preemption": "swap"})
 
 
 # ----------------------------------------------------------- invariants on random small workloads
